@@ -1,0 +1,182 @@
+"""``vocab`` stage: tokenize the corpus, count tokens, filter and rank them.
+
+Extract: Spark reads lines (``source.read_lines``). Transform: ``count_batches``
+tokenizes Arrow batches inside ``mapInArrow`` and emits per-chunk partial counts
+(Arrow ``value_counts``), so only (token, count) pairs reach the shuffle; Spark sums
+them. Load: the kept tokens (count >= min_count, at most max_size) are ranked on the
+driver by count descending, ties by token ascending, and written as one Parquet file
+``vocab/vocab.parquet`` (``id, token, count``), byte-identical for any partitioning.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from embedpipe import fsutil, schemas
+from embedpipe.config import Config, VocabConfig, to_dict
+from embedpipe.errors import InputError
+from embedpipe.log import Timer, human_bytes, human_count, logger
+from embedpipe.runs import RunDir, StageResult, log_skip, stage_fingerprint
+from embedpipe.stages import source
+from embedpipe.stages.tokenize import TokenStats, tokenize
+
+KIND_TOKEN, KIND_STAT = 0, 1
+COUNTS_DDL = "kind byte, key string, count long"
+_COUNTS_SCHEMA = pa.schema([("kind", pa.int8()), ("key", pa.string()), ("count", pa.int64())])
+#: Tokens buffered before one value_counts call: bigger chunks, fewer partial rows.
+CHUNK_TOKENS = 2_000_000
+VOCAB_FILE = "vocab.parquet"
+
+
+def _counts_batch(flat: list[pa.Array]) -> pa.RecordBatch:
+    vc = pc.value_counts(pa.concat_arrays(flat) if len(flat) > 1 else flat[0])
+    keys, counts = vc.field("values"), vc.field("counts")
+    kind = pa.array(np.zeros(len(keys), np.int8))
+    return pa.RecordBatch.from_arrays([kind, keys, counts], schema=_COUNTS_SCHEMA)
+
+
+def count_batches(batches: Iterable[pa.RecordBatch], vcfg: VocabConfig) -> Iterator[pa.RecordBatch]:
+    """Arrow batches with a ``raw`` column of lines -> partial (kind, key, count) batches.
+
+    Token rows have kind 0; the partition's statistics (documents, tokens, bytes,
+    invalid UTF-8 sequences, long tokens dropped) follow as kind-1 rows.
+    """
+    stats = TokenStats()
+    docs = tokens = nbytes = 0
+    buffered: list[pa.Array] = []
+    n_buffered = 0
+    for batch in batches:
+        raw = batch.column("raw")
+        docs += len(raw)
+        nbytes += int(pc.sum(pc.binary_length(raw)).as_py() or 0) + len(raw)
+        toks = tokenize(raw, vcfg.tokenizer.value, vcfg.lowercase, vcfg.pattern,
+                        vcfg.max_token_chars, stats)
+        flat = pc.list_flatten(toks)
+        tokens += len(flat)
+        if len(flat):
+            buffered.append(flat)
+            n_buffered += len(flat)
+        if n_buffered >= CHUNK_TOKENS:
+            yield _counts_batch(buffered)
+            buffered, n_buffered = [], 0
+    if buffered:
+        yield _counts_batch(buffered)
+    names = ["documents", "tokens", "bytes", "invalid_utf8", "long_tokens_dropped"]
+    values = [docs, tokens, nbytes, stats.invalid_utf8, stats.long_tokens]
+    yield pa.RecordBatch.from_arrays(
+        [pa.array([KIND_STAT] * len(names), pa.int8()), pa.array(names),
+         pa.array(values, pa.int64())],
+        schema=_COUNTS_SCHEMA,
+    )
+
+
+def rank(tokens: pa.Array, counts: pa.Array, min_count: int, max_size: int) -> pa.Table:
+    """Filter and rank: ids by count descending, ties by token ascending (code point order)."""
+    table = pa.table({"token": tokens, "count": counts.cast(pa.int64())})
+    table = table.filter(pc.greater_equal(table["count"], min_count))
+    table = table.sort_by([("count", "descending"), ("token", "ascending")])
+    if max_size and table.num_rows > max_size:
+        table = table.slice(0, max_size)
+    ids = pa.array(np.arange(table.num_rows, dtype=np.int32))
+    return pa.table([ids, table["token"], table["count"]], schema=schemas.VOCAB)
+
+
+def table_bytes(table: pa.Table) -> bytes:
+    """Parquet bytes of a small table (deterministic: same table, same bytes)."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def read_vocab(run: RunDir) -> pa.Table:
+    """The vocabulary of a finished run as an Arrow table ``id, token, count``, sorted by id."""
+    run.require("vocab")
+    uri = run.path("vocab", VOCAB_FILE)
+    try:
+        table = pq.read_table(io.BytesIO(fsutil.read_bytes(uri)))
+    except pa.ArrowInvalid as e:
+        raise InputError(f"{uri}: not a readable Parquet file ({e}); re-run vocab --force") from e
+    schemas.check(table.schema, schemas.VOCAB, uri)
+    return table
+
+
+def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> StageResult:
+    """Count and rank the vocabulary of ``cfg.input`` into ``run_dir/vocab``."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    vcfg = cfg.vocab
+    with source.partitioning(spark, cfg.input):
+        lines = source.read_lines(spark, cfg.input)
+        files = source.input_files(spark, lines)
+        fp = stage_fingerprint(run_dir, "vocab", cfg.section_hash("input", "vocab"), files)
+        if not force and run_dir.is_current("vocab", fp):
+            return log_skip("vocab", run_dir)
+        if not files:
+            raise InputError(f"{cfg.input.path}: no input files found (empty directory?)")
+        with Timer() as t:
+            partials = lines.select("raw").mapInArrow(
+                lambda it: count_batches(it, vcfg), COUNTS_DDL
+            )
+            agg = partials.groupBy("kind", "key").agg(F.sum("count").alias("count"))
+            agg = agg.persist(StorageLevel.MEMORY_AND_DISK)
+            try:
+                stats_rows = agg.filter(F.col("kind") == KIND_STAT).collect()
+                tok = agg.filter(F.col("kind") == KIND_TOKEN)
+                distinct_max = tok.agg(F.count("*"), F.max("count")).collect()[0]
+                kept = tok.filter(F.col("count") >= vcfg.min_count).select("key", "count").toArrow()
+            finally:
+                agg.unpersist()
+            n_partitions = lines.rdd.getNumPartitions()
+    stats = {r["key"]: int(r["count"]) for r in stats_rows}
+    distinct, max_count = int(distinct_max[0]), int(distinct_max[1] or 0)
+    where = cfg.input.path
+    if stats.get("documents", 0) == 0:
+        raise InputError(f"{where}: the corpus is empty (0 lines); check input.path")
+    if stats.get("tokens", 0) == 0:
+        raise InputError(
+            f"{where}: the corpus has {stats['documents']} lines but no tokens "
+            f"(vocab.tokenizer = {vcfg.tokenizer.value}); is it text?"
+        )
+    table = rank(kept.column("key"), kept.column("count"), vcfg.min_count, vcfg.max_size)
+    if table.num_rows == 0:
+        raise InputError(
+            f"vocab.min_count = {vcfg.min_count} removes every token (the most frequent occurs "
+            f"{max_count} times); lower vocab.min_count"
+        )
+    kept_tokens = int(pc.sum(table["count"]).as_py())
+    tmp = run_dir.begin("vocab")
+    fsutil.write_bytes_atomic(fsutil.join(tmp, VOCAB_FILE), table_bytes(table))
+    rate = stats["tokens"] / max(t.seconds, 1e-9)
+    summary = (
+        f"{human_count(stats['tokens'])} tokens in {human_count(stats['documents'])} lines "
+        f"({human_bytes(stats['bytes'])}), {human_count(distinct)} distinct -> "
+        f"{table.num_rows:,} kept (min_count {vcfg.min_count}, {kept_tokens / stats['tokens']:.1%} "
+        f"of tokens) in {t.seconds:.1f}s ({human_count(rate)} tokens/s, {n_partitions} partitions)"
+    )
+    if stats.get("invalid_utf8"):
+        summary += f"; {stats['invalid_utf8']:,} invalid UTF-8 sequences replaced"
+    if stats.get("long_tokens_dropped"):
+        summary += (f"; {stats['long_tokens_dropped']:,} tokens longer than "
+                    f"{vcfg.max_token_chars} chars dropped")
+    record = run_dir.commit("vocab", tmp, {
+        "fingerprint": fp,
+        "config": {"input": to_dict(cfg.input), "vocab": to_dict(vcfg)},
+        "inputs": {"files": files},
+        "counts": {
+            **stats, "distinct_tokens": distinct, "vocab_size": table.num_rows,
+            "kept_tokens": kept_tokens, "input_partitions": n_partitions,
+        },
+        "timings": {"seconds": round(t.seconds, 3), "tokens_per_second": round(rate)},
+        "summary": summary,
+    })
+    logger.info("vocab    %s", summary)
+    return StageResult("vocab", False, record, t.seconds, summary)
+
