@@ -131,6 +131,10 @@ def run_stages(stages: list[str], cfg: config_mod.Config, run_dir: Any, force: b
     from embedpipe.log import Timer
     from embedpipe.spark import build_session
 
+    if spark is None:
+        from pyspark.sql import SparkSession
+
+        spark = SparkSession.getActiveSession()  # e.g. a test's or a notebook's session
     own = spark is None
     results = []
     with Timer() as total:

