@@ -2,10 +2,11 @@
 
 Every line of the corpus gets a document number ``doc``: its 0-based position in
 the corpus (files in path order, lines in file order), whatever the partitioning.
-Spark does not number lines, so a first JVM-only pass counts the lines of each
-input split (file, block start); prefix sums of those counts give each split's
+Spark does not number lines, but the ``vocab`` stage records how many lines each
+input split (file, block start) has; prefix sums of those counts give each split's
 first line number, and inside ``mapInArrow`` a line's number is its split's first
-line plus its position in the split.
+line plus its position in the split. Should Spark split the files differently this
+time (another cluster size, say), a JVM-only pass counts the lines per split again.
 
 Tokens are mapped to vocabulary ids with Arrow's hash lookup (``index_in``);
 out-of-vocabulary tokens are dropped, lines with no token left are dropped, and a
@@ -15,7 +16,6 @@ with the same ``doc`` (so reading a file in order restores the token stream).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -30,7 +30,7 @@ from embedpipe.log import Timer, human_count, logger
 from embedpipe.runs import RunDir, StageResult, log_skip, stage_fingerprint
 from embedpipe.stages import source
 from embedpipe.stages.tokenize import TokenStats, tokenize
-from embedpipe.stages.vocab import read_vocab
+from embedpipe.stages.vocab import read_splits, read_vocab, split_runs
 
 #: Tokens encoded per index_in call: the vocabulary hash table is built once per chunk.
 CHUNK_TOKENS = 2_000_000
@@ -56,23 +56,19 @@ def split_docs(
     return new_offsets, docs[row]
 
 
+#: Marks the error a task raises when it meets a split the line counts do not know.
+UNKNOWN_SPLIT = "[embedpipe:unknown-split]"
+
+
 def _line_numbers(files: pa.Array, blocks: pa.Array, first_line: dict[tuple[str, int], int],
                   seen: dict[tuple[str, int], int]) -> np.ndarray:
     """Corpus line number of every row; ``seen`` carries positions across batches."""
-    n = len(files)
-    out = np.empty(n, dtype=np.int64)
-    f = files.to_numpy(zero_copy_only=False)
-    b = blocks.to_numpy(zero_copy_only=False)
+    out = np.empty(len(files), dtype=np.int64)
     # Rows of one split are contiguous: loop over runs of equal (file, block), not rows.
-    change = np.flatnonzero((f[1:] != f[:-1]) | (b[1:] != b[:-1])) + 1
-    bounds = np.concatenate([[0], change, [n]])
-    for s, e in itertools.pairwise(bounds):
-        key = (str(f[s]), int(b[s]))
+    for f, b, s, e in split_runs(files, blocks):
+        key = (f, b)
         if key not in first_line:
-            raise InputError(
-                f"{key[0]}: input changed while encoding (split at byte {key[1]} was not "
-                "counted); re-run encode"
-            )
+            raise InputError(f"{UNKNOWN_SPLIT} {f}: split at byte {b} has no line count")
         pos = seen.get(key, 0)
         out[s:e] = first_line[key] + pos + np.arange(e - s)
         seen[key] = pos + (e - s)
@@ -121,21 +117,43 @@ def encode_batches(
         yield flush()
 
 
-def split_first_lines(spark, lines) -> dict[tuple[str, int], int]:
-    """First corpus line number of every (file, block) split, from a JVM-only count."""
-    counts = lines.groupBy("file", "block").count().collect()
+def first_lines(rows: Iterable[tuple[str, int, int]]) -> dict[tuple[str, int], int]:
+    """(file, block, lines) rows -> first corpus line number of every split."""
     first: dict[tuple[str, int], int] = {}
     total = 0
-    for r in sorted(counts, key=lambda r: (r["file"], r["block"])):
-        first[(r["file"], int(r["block"]))] = total
-        total += int(r["count"])
+    for f, b, n in sorted(rows):
+        first[(f, int(b))] = total
+        total += int(n)
     return first
+
+
+def count_split_lines(lines) -> dict[tuple[str, int], int]:
+    """First line number of every split from a JVM-only count (the fallback pass)."""
+    counts = lines.groupBy("file", "block").count().collect()
+    return first_lines((r["file"], int(r["block"]), int(r["count"])) for r in counts)
+
+
+def _footer_counts(uri: str) -> tuple[int, int, int]:
+    """(files, rows, ids) of a written corpus dataset, from the Parquet footers alone."""
+    import pyarrow.parquet as pq
+
+    fs, _ = fsutil.resolve(uri)
+    files = rows = ids = 0
+    for path, _size in fsutil.list_files(uri):
+        if not path.endswith(".parquet"):
+            continue
+        with fs.open_input_file(path) as f:
+            meta = pq.ParquetFile(f).metadata
+        files += 1
+        rows += meta.num_rows
+        col = meta.schema.to_arrow_schema().get_field_index("ids")
+        # Rows are never empty (empty documents are dropped), so leaf values = ids.
+        ids += sum(meta.row_group(g).column(col).num_values for g in range(meta.num_row_groups))
+    return files, rows, ids
 
 
 def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> StageResult:
     """Encode ``cfg.input`` with the run's vocabulary into ``run_dir/corpus``."""
-    from pyspark.sql import functions as F
-
     vocab_rec = run_dir.require("vocab")
     with source.partitioning(spark, cfg.input):
         lines = source.read_lines(spark, cfg.input)
@@ -147,43 +165,49 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
         vocab = read_vocab(run_dir)
         vocab_tokens = vocab.column("token").combine_chunks()
         vcfg, max_doc = cfg.vocab, cfg.encode.max_doc_tokens
+        counts = vocab_rec["counts"]
+        tokens_per_doc = max(counts["tokens"] / max(counts["documents"], 1), 1.0)
+        rows_per_file = max(int(cfg.encode.file_tokens / min(tokens_per_doc, max_doc)), 1000)
+        first_line = first_lines(
+            (r["file"], r["block"], r["lines"]) for r in read_splits(run_dir).to_pylist())
+        tmp = run_dir.begin("encode")
+        out = fsutil.to_spark_uri(tmp)
+        recounted = False
         with Timer() as t:
-            first_line = split_first_lines(spark, lines)
-            counts = vocab_rec["counts"]
-            tokens_per_doc = max(counts["tokens"] / max(counts["documents"], 1), 1.0)
-            rows_per_file = max(int(cfg.encode.file_tokens / min(tokens_per_doc, max_doc)), 1000)
-            encoded = lines.mapInArrow(
-                lambda it: encode_batches(it, vocab_tokens, first_line, vcfg, max_doc),
-                schemas.CORPUS_DDL,
-            )
-            tmp = run_dir.begin("encode")
-            out = fsutil.to_spark_uri(tmp)
-            (encoded.write.mode("overwrite").option("maxRecordsPerFile", rows_per_file)
-             .parquet(out))
-            written = spark.read.parquet(out).agg(
-                F.count("*").alias("rows"), F.sum(F.size("ids")).alias("ids"),
-                F.countDistinct("doc").alias("docs"),
-            ).collect()[0]
+            while True:
+                encoded = lines.mapInArrow(
+                    lambda it, fl=first_line: encode_batches(it, vocab_tokens, fl, vcfg, max_doc),
+                    schemas.CORPUS_DDL,
+                )
+                try:
+                    (encoded.write.mode("overwrite").option("maxRecordsPerFile", rows_per_file)
+                     .parquet(out))
+                    break
+                except Exception as e:
+                    if UNKNOWN_SPLIT not in str(e) or recounted:
+                        raise
+                    logger.info("encode   input splits differ from the vocab run's; "
+                                "counting lines per split again")
+                    first_line, recounted = count_split_lines(lines), True
         n_partitions = lines.rdd.getNumPartitions()
-    kept = int(written["ids"] or 0)
+    n_files, n_rows, kept = _footer_counts(tmp)
     if kept == 0:
         raise InputError(f"{cfg.input.path}: no in-vocabulary token in the corpus")
     total_tokens = counts["tokens"]
     oov_rate = 1.0 - kept / total_tokens if total_tokens else 0.0
-    n_files = len(_list_parquet(tmp))
     rate = total_tokens / max(t.seconds, 1e-9)
     summary = (
-        f"{human_count(kept)} ids in {human_count(int(written['docs']))} documents "
-        f"({human_count(int(written['rows']))} rows, {n_files} files), OOV rate {oov_rate:.2%}, "
-        f"in {t.seconds:.1f}s ({human_count(rate)} tokens/s, {n_partitions} partitions)"
+        f"{human_count(kept)} ids in {human_count(n_rows)} documents ({n_files} files), "
+        f"OOV rate {oov_rate:.2%}, in {t.seconds:.1f}s ({human_count(rate)} tokens/s, "
+        f"{n_partitions} partitions)"
     )
     record = run_dir.commit("encode", tmp, {
         "fingerprint": fp,
         "config": {"encode": to_dict(cfg.encode)},
         "inputs": {"files": files, "vocab": vocab_rec["fingerprint"]},
         "counts": {
-            "kept_tokens": kept, "documents": int(written["docs"]),
-            "rows": int(written["rows"]), "files": n_files, "oov_rate": round(oov_rate, 6),
+            "kept_tokens": kept, "rows": n_rows, "files": n_files,
+            "oov_rate": round(oov_rate, 6), "lines_recounted": recounted,
             "input_partitions": n_partitions,
         },
         "timings": {"seconds": round(t.seconds, 3), "tokens_per_second": round(rate)},
@@ -192,9 +216,6 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
     logger.info("encode   %s", summary)
     return StageResult("encode", False, record, t.seconds, summary)
 
-
-def _list_parquet(uri: str) -> list[str]:
-    return [p for p, _ in fsutil.list_files(uri) if p.endswith(".parquet")]
 
 
 def corpus_path(run_dir: RunDir) -> str:

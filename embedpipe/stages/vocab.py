@@ -11,6 +11,7 @@ driver by count descending, ties by token ascending, and written as one Parquet 
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -27,12 +28,35 @@ from embedpipe.runs import RunDir, StageResult, log_skip, stage_fingerprint
 from embedpipe.stages import source
 from embedpipe.stages.tokenize import TokenStats, tokenize
 
-KIND_TOKEN, KIND_STAT = 0, 1
+KIND_TOKEN, KIND_STAT, KIND_SPLIT = 0, 1, 2
 COUNTS_DDL = "kind byte, key string, count long"
 _COUNTS_SCHEMA = pa.schema([("kind", pa.int8()), ("key", pa.string()), ("count", pa.int64())])
 #: Tokens buffered before one value_counts call: bigger chunks, fewer partial rows.
 CHUNK_TOKENS = 2_000_000
 VOCAB_FILE = "vocab.parquet"
+#: Lines per input split (file, block start): lets ``encode`` number lines without a pass.
+SPLITS_FILE = "splits.parquet"
+SPLITS_SCHEMA = pa.schema([("file", pa.string()), ("block", pa.int64()), ("lines", pa.int64())])
+
+
+def split_runs(files: pa.Array, blocks: pa.Array) -> list[tuple[str, int, int, int]]:
+    """Runs of equal (file, block) in a batch as (file, block, start row, end row).
+
+    Rows of one input split arrive contiguously and in order, so a batch holds a few runs.
+    """
+    n = len(files)
+    if n == 0:
+        return []
+    f = files.to_numpy(zero_copy_only=False)
+    b = blocks.to_numpy(zero_copy_only=False)
+    change = np.flatnonzero((f[1:] != f[:-1]) | (b[1:] != b[:-1])) + 1
+    bounds = [0, *change.tolist(), n]
+    return [(str(f[s]), int(b[s]), s, e) for s, e in itertools.pairwise(bounds)]
+
+
+def split_key(file: str, block: int) -> str:
+    """Key of a split in the partial counts (NUL cannot occur in a path)."""
+    return f"{file}\x00{block}"
 
 
 def _counts_batch(flat: list[pa.Array]) -> pa.RecordBatch:
@@ -43,18 +67,23 @@ def _counts_batch(flat: list[pa.Array]) -> pa.RecordBatch:
 
 
 def count_batches(batches: Iterable[pa.RecordBatch], vcfg: VocabConfig) -> Iterator[pa.RecordBatch]:
-    """Arrow batches with a ``raw`` column of lines -> partial (kind, key, count) batches.
+    """Arrow batches ``raw, file, block`` -> partial (kind, key, count) batches.
 
     Token rows have kind 0; the partition's statistics (documents, tokens, bytes,
-    invalid UTF-8 sequences, long tokens dropped) follow as kind-1 rows.
+    invalid UTF-8 sequences, long tokens dropped) follow as kind-1 rows, and the
+    number of lines of every input split as kind-2 rows.
     """
     stats = TokenStats()
+    split_lines: dict[str, int] = {}
     docs = tokens = nbytes = 0
     buffered: list[pa.Array] = []
     n_buffered = 0
     for batch in batches:
         raw = batch.column("raw")
         docs += len(raw)
+        for f, b, start, end in split_runs(batch.column("file"), batch.column("block")):
+            key = split_key(f, b)
+            split_lines[key] = split_lines.get(key, 0) + end - start
         nbytes += int(pc.sum(pc.binary_length(raw)).as_py() or 0) + len(raw)
         toks = tokenize(raw, vcfg.tokenizer.value, vcfg.lowercase, vcfg.pattern,
                         vcfg.max_token_chars, stats)
@@ -70,11 +99,20 @@ def count_batches(batches: Iterable[pa.RecordBatch], vcfg: VocabConfig) -> Itera
         yield _counts_batch(buffered)
     names = ["documents", "tokens", "bytes", "invalid_utf8", "long_tokens_dropped"]
     values = [docs, tokens, nbytes, stats.invalid_utf8, stats.long_tokens]
+    kinds = [KIND_STAT] * len(names) + [KIND_SPLIT] * len(split_lines)
     yield pa.RecordBatch.from_arrays(
-        [pa.array([KIND_STAT] * len(names), pa.int8()), pa.array(names),
-         pa.array(values, pa.int64())],
+        [pa.array(kinds, pa.int8()), pa.array(names + list(split_lines)),
+         pa.array(values + list(split_lines.values()), pa.int64())],
         schema=_COUNTS_SCHEMA,
     )
+
+
+def splits_table(rows: list[tuple[str, int]]) -> pa.Table:
+    """(key, lines) rows of kind 2 -> table ``file, block, lines`` sorted by (file, block)."""
+    parsed = sorted((k.split("\x00")[0], int(k.split("\x00")[1]), n) for k, n in rows)
+    return pa.table([pa.array([p[0] for p in parsed], pa.string()),
+                     pa.array([p[1] for p in parsed], pa.int64()),
+                     pa.array([p[2] for p in parsed], pa.int64())], schema=SPLITS_SCHEMA)
 
 
 def rank(tokens: pa.Array, counts: pa.Array, min_count: int, max_size: int) -> pa.Table:
@@ -95,16 +133,25 @@ def table_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def read_vocab(run: RunDir) -> pa.Table:
-    """The vocabulary of a finished run as an Arrow table ``id, token, count``, sorted by id."""
+def _read_small_table(run: RunDir, name: str, schema: pa.Schema) -> pa.Table:
     run.require("vocab")
-    uri = run.path("vocab", VOCAB_FILE)
+    uri = run.path("vocab", name)
     try:
         table = pq.read_table(io.BytesIO(fsutil.read_bytes(uri)))
     except pa.ArrowInvalid as e:
         raise InputError(f"{uri}: not a readable Parquet file ({e}); re-run vocab --force") from e
-    schemas.check(table.schema, schemas.VOCAB, uri)
+    schemas.check(table.schema, schema, uri)
     return table
+
+
+def read_vocab(run: RunDir) -> pa.Table:
+    """The vocabulary of a finished run as an Arrow table ``id, token, count``, sorted by id."""
+    return _read_small_table(run, VOCAB_FILE, schemas.VOCAB)
+
+
+def read_splits(run: RunDir) -> pa.Table:
+    """Lines per input split (``file, block, lines``) recorded by the vocab stage."""
+    return _read_small_table(run, SPLITS_FILE, SPLITS_SCHEMA)
 
 
 def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> StageResult:
@@ -122,20 +169,22 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
         if not files:
             raise InputError(f"{cfg.input.path}: no input files found (empty directory?)")
         with Timer() as t:
-            partials = lines.select("raw").mapInArrow(
+            partials = lines.mapInArrow(
                 lambda it: count_batches(it, vcfg), COUNTS_DDL
             )
             agg = partials.groupBy("kind", "key").agg(F.sum("count").alias("count"))
             agg = agg.persist(StorageLevel.MEMORY_AND_DISK)
             try:
-                stats_rows = agg.filter(F.col("kind") == KIND_STAT).collect()
+                meta_rows = agg.filter(F.col("kind") != KIND_TOKEN).collect()
                 tok = agg.filter(F.col("kind") == KIND_TOKEN)
                 distinct_max = tok.agg(F.count("*"), F.max("count")).collect()[0]
                 kept = tok.filter(F.col("count") >= vcfg.min_count).select("key", "count").toArrow()
             finally:
                 agg.unpersist()
             n_partitions = lines.rdd.getNumPartitions()
-    stats = {r["key"]: int(r["count"]) for r in stats_rows}
+    stats = {r["key"]: int(r["count"]) for r in meta_rows if r["kind"] == KIND_STAT}
+    splits = splits_table([(r["key"], int(r["count"])) for r in meta_rows
+                           if r["kind"] == KIND_SPLIT])
     distinct, max_count = int(distinct_max[0]), int(distinct_max[1] or 0)
     where = cfg.input.path
     if stats.get("documents", 0) == 0:
@@ -154,6 +203,7 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
     kept_tokens = int(pc.sum(table["count"]).as_py())
     tmp = run_dir.begin("vocab")
     fsutil.write_bytes_atomic(fsutil.join(tmp, VOCAB_FILE), table_bytes(table))
+    fsutil.write_bytes_atomic(fsutil.join(tmp, SPLITS_FILE), table_bytes(splits))
     rate = stats["tokens"] / max(t.seconds, 1e-9)
     summary = (
         f"{human_count(stats['tokens'])} tokens in {human_count(stats['documents'])} lines "

@@ -208,3 +208,14 @@ def test_cli_run_and_errors(spark, tmp_path, capsys, sample_lines):
                    "(did you mean 'vocab.min_count'?)")
     assert cli_main(["encode", "--input", path, "--out", str(tmp_path / "fresh")]) == 2
     assert "stage 'vocab' has not finished" in capsys.readouterr().err
+
+
+def test_encode_recounts_when_splits_differ(spark, tmp_path, sample_lines):
+    path = write_lines(tmp_path / "sample.txt", sample_lines[:2000])
+    reference = run_both(spark, cfg_for(path), tmp_path / "ref")
+    run = RunDir(str(tmp_path / "run"))
+    vocab.run(spark, cfg_for(path, "input.partitions=1"), run)
+    encode.run(spark, cfg_for(path, "input.partitions=5"), run)
+    assert run.record("encode")["counts"]["lines_recounted"] is True
+    assert reference.record("encode")["counts"]["lines_recounted"] is False
+    assert read_corpus(run) == read_corpus(reference)
