@@ -46,8 +46,9 @@ def python_baseline(path: Path, max_tokens: int | None, min_count: int = 5) -> d
             if max_tokens and n >= max_tokens:
                 break
     t1 = time.perf_counter()
-    vocab = {t: i for i, (t, c) in enumerate(
-        sorted(((t, c) for t, c in counter.items() if c >= min_count), key=lambda x: (-x[1], x[0])))}
+    kept = sorted(((t, c) for t, c in counter.items() if c >= min_count),
+                  key=lambda x: (-x[1], x[0]))
+    vocab = {t: i for i, (t, _) in enumerate(kept)}
     m = 0
     with open_text(path) as f:
         for line in f:

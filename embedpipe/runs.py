@@ -45,7 +45,7 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
 
 
 #: Output directory of each stage inside the run directory (DESIGN.md layout).
-STAGE_DIRS: dict[str, str] = {"encode": "corpus", "cooccur": "cooc"}
+STAGE_DIRS: dict[str, str] = {"encode": "corpus", "cooccur": "cooc", "evaluate": "reports"}
 
 
 def stage_dir(stage: str) -> str:
