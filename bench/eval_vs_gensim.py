@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import command_line, machine, update_section
 from embedpipe import scoring
 from embedpipe.vectors import Vectors
 
@@ -93,6 +95,25 @@ def main(argv: list[str] | None = None) -> int:
         worst = max(worst, diff)
         print(f"{label:<38} {g:>10.6f} {o:>10.6f} {diff:>9.1e}  {used}")
     print(f"\nscoring time: gensim {t_gensim:.1f}s, embedpipe {t_ours:.1f}s")
+    md = [
+        "## Scores equal gensim's on the same vectors (issue 4)",
+        "",
+        f"Command: `{command_line()}`  ",
+        f"Machine: {machine()}  ",
+        f"Vectors: gensim Word2Vec skip-gram, dim 100, window 5, min_count 5, 5 epochs, "
+        f"trained on {Path(args.corpus).name}"
+        + (f" (first {args.max_lines:,} lines)" if args.max_lines else " (whole file)")
+        + f": {len(kv):,} words. Both scorers read the same word2vec binary file.",
+        "",
+        "| score | gensim | embedpipe | abs diff | used |",
+        "|---|---|---|---|---|",
+        *[f"| {label} | {g:.6f} | {o:.6f} | {abs(g - o):.1e} | {used} |"
+          for label, g, o, used in rows],
+        "",
+        f"Scoring time for these three: gensim {t_gensim:.1f} s, embedpipe {t_ours:.1f} s. "
+        f"Verdict: {'PASS' if worst <= TOLERANCE else 'FAIL'} (tolerance {TOLERANCE}).",
+    ]
+    update_section("eval-vs-gensim", "\n".join(md))
     if worst > TOLERANCE:
         print(f"FAIL: a difference exceeds {TOLERANCE}", file=sys.stderr)
         return 1
