@@ -44,6 +44,9 @@ _LOWER = np.arange(256, dtype=np.uint8)
 _LOWER[65:91] += 32
 _APOS_MAP = np.arange(256, dtype=np.uint8)
 _APOS_MAP[ord("`")] = ord("'")
+_ASCII_SPACE = np.zeros(256, dtype=bool)
+for _c in b" \t\n\v\f\r\x1c\x1d\x1e\x1f":  # what str.split() treats as whitespace
+    _ASCII_SPACE[_c] = True
 
 
 @dataclass
@@ -105,16 +108,51 @@ def _filter_values(lists: pa.ListArray, keep: pa.Array | np.ndarray) -> pa.ListA
     return _lists_from_values(values.filter(pa.array(keep_np)), parents[keep_np], len(lists))
 
 
+def _string_buffers(lines: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets relative to the first line, data bytes) of a string array, zero-copy."""
+    n = len(lines)
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset: lines.offset + n + 1]
+    start, end = int(offsets[0]), int(offsets[-1])
+    data = (np.frombuffer(lines.buffers()[2], dtype=np.uint8)[start:end] if end > start
+            else np.zeros(0, np.uint8))
+    return (offsets - start).astype(np.int64), data
+
+
+def _tokens_from_mask(rel: np.ndarray, data: np.ndarray, keep: np.ndarray,
+                      out: np.ndarray) -> pa.ListArray:
+    """Tokens = maximal runs of kept bytes inside a line, their bytes taken from ``out``.
+
+    Builds the flat token array by compacting the kept bytes (so token ``t`` spans
+    ``[cum[start_t], cum[end_t])`` of the compacted buffer) and the per-line lists by
+    counting token starts before each line offset: a few NumPy passes over the bytes,
+    no Arrow split and no intermediate strings.
+    """
+    n_lines = len(rel) - 1
+    if len(data) == 0:
+        return pa.ListArray.from_arrays(pa.array(np.zeros(n_lines + 1, np.int32)),
+                                        pa.array([], pa.string()))
+    starts_mask = keep.copy()
+    starts_mask[1:] &= ~keep[:-1]
+    line_starts = rel[:-1][rel[:-1] < len(data)]
+    starts_mask[line_starts] = keep[line_starts]  # a line start begins a token if kept
+    starts = np.flatnonzero(starts_mask)
+    cum = np.empty(len(data) + 1, dtype=np.int64)
+    cum[0] = 0
+    np.cumsum(keep, out=cum[1:])
+    value_offsets = np.empty(len(starts) + 1, dtype=np.int32)
+    value_offsets[:-1] = cum[starts]
+    value_offsets[-1] = cum[-1]
+    values = pa.Array.from_buffers(
+        pa.string(), len(starts),
+        [None, pa.py_buffer(value_offsets), pa.py_buffer(np.ascontiguousarray(out[keep]))])
+    list_offsets = np.searchsorted(starts, rel).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(list_offsets), values)
+
+
 def _ascii_words(lines: pa.Array, lowercase: bool) -> pa.ListArray:
     """Built-in word rule on ASCII-only lines with a byte lookup table (exact for ASCII)."""
     lines = lines.cast(pa.string()) if not pa.types.is_string(lines.type) else lines
-    n = len(lines)
-    if n == 0:
-        return pa.array([], pa.list_(pa.string()))
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset: lines.offset + n + 1]
-    start, end = int(offsets[0]), int(offsets[-1])
-    data = np.frombuffer(lines.buffers()[2], dtype=np.uint8)[start:end] if end > start else (
-        np.zeros(0, np.uint8))
+    rel, data = _string_buffers(lines)
     alnum = _ALNUM[data]
     # An apostrophe or hyphen is part of a token only between two alphanumerics of
     # the same line: neighbours across a line boundary do not count.
@@ -122,17 +160,18 @@ def _ascii_words(lines: pa.Array, lowercase: bool) -> pa.ListArray:
     next_ok = np.zeros_like(alnum)
     prev_ok[1:] = alnum[:-1]
     next_ok[:-1] = alnum[1:]
-    rel = offsets - start
-    line_starts = rel[:-1][rel[:-1] < len(data)]
-    line_ends = rel[1:][rel[1:] > 0] - 1
-    prev_ok[line_starts] = False
-    next_ok[line_ends] = False
+    prev_ok[rel[:-1][rel[:-1] < len(data)]] = False
+    next_ok[rel[1:][rel[1:] > 0] - 1] = False
     keep = alnum | (_INNER[data] & prev_ok & next_ok)
-    table = _LOWER if lowercase else np.arange(256, dtype=np.uint8)
-    out = np.where(keep, _APOS_MAP[table[data]], np.uint8(32))
-    new_offsets = pa.py_buffer((offsets - start).astype(np.int32).tobytes())
-    spaced = pa.Array.from_buffers(pa.string(), n, [None, new_offsets, pa.py_buffer(out.tobytes())])
-    return _split_whitespace(spaced, all_ascii=True)
+    table = _APOS_MAP[_LOWER] if lowercase else _APOS_MAP
+    return _tokens_from_mask(rel, data, keep, table[data])
+
+
+def _ascii_whitespace_words(lines: pa.Array, lowercase: bool) -> pa.ListArray:
+    """Whitespace tokenizer on ASCII-only lines: tokens are runs of non-space bytes."""
+    rel, data = _string_buffers(lines)
+    keep = ~_ASCII_SPACE[data]
+    return _tokens_from_mask(rel, data, keep, _LOWER[data] if lowercase else data)
 
 
 def _split_whitespace(lines: pa.Array, all_ascii: bool) -> pa.ListArray:
@@ -179,6 +218,8 @@ def _unicode_words(lines: pa.Array, lowercase: bool, pattern: str) -> pa.ListArr
 
 
 def _whitespace_words(lines: pa.Array, lowercase: bool, all_ascii: bool) -> pa.ListArray:
+    if all_ascii:
+        return _ascii_whitespace_words(lines, lowercase)
     if lowercase:
         lines = pc.ascii_lower(lines) if all_ascii else pc.utf8_lower(lines)
     return _split_whitespace(lines, all_ascii)
