@@ -68,6 +68,14 @@ def _count_and_replace(err: UnicodeDecodeError) -> tuple[str, int]:
 codecs.register_error("embedpipe_count_replace", _count_and_replace)
 
 
+def _is_ascii(lines: pa.Array) -> bool:
+    """True when every byte of the lines is < 0x80 (one NumPy pass over the data buffer)."""
+    if len(lines) == 0:
+        return True
+    _, data = _string_buffers(lines)
+    return len(data) == 0 or int(data.max()) < 0x80
+
+
 def decode_lines(raw: pa.Array, stats: TokenStats) -> pa.Array:
     """Binary lines -> valid UTF-8 string array; invalid sequences become U+FFFD and are counted.
 
@@ -81,6 +89,8 @@ def decode_lines(raw: pa.Array, stats: TokenStats) -> pa.Array:
     if pa.types.is_large_binary(raw.type):
         raw = raw.cast(pa.binary())
     as_str = raw.view(pa.string())
+    if _is_ascii(as_str):  # ASCII is valid UTF-8: skip the full validation
+        return as_str
     try:
         as_str.validate(full=True)
         return as_str
@@ -241,8 +251,8 @@ def tokenize(
     """
     stats = stats if stats is not None else TokenStats()
     lines = decode_lines(lines, stats)
-    ascii_rows = pc.string_is_ascii(lines)
-    all_ascii = bool(pc.all(ascii_rows).as_py()) if len(lines) else True
+    all_ascii = _is_ascii(lines)
+    ascii_rows = None if all_ascii else pc.string_is_ascii(lines)
     # Pre-tokenized text is taken as it is (apart from lowercasing): normalising it
     # would change tokens that the user's own tokenizer produced on purpose.
     if not all_ascii and tokenizer != "whitespace":
