@@ -163,7 +163,8 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
         if not force and run_dir.is_current("encode", fp):
             return log_skip("encode", run_dir)
         vocab = read_vocab(run_dir)
-        vocab_tokens = vocab.column("token").combine_chunks()
+        # Broadcast: shipped once per executor, not inside every task's closure.
+        vocab_bc = spark.sparkContext.broadcast(vocab.column("token").combine_chunks())
         vcfg, max_doc = cfg.vocab, cfg.encode.max_doc_tokens
         counts = vocab_rec["counts"]
         tokens_per_doc = max(counts["tokens"] / max(counts["documents"], 1), 1.0)
@@ -176,7 +177,7 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
         with Timer() as t:
             while True:
                 encoded = lines.mapInArrow(
-                    lambda it, fl=first_line: encode_batches(it, vocab_tokens, fl, vcfg, max_doc),
+                    lambda it, fl=first_line: encode_batches(it, vocab_bc.value, fl, vcfg, max_doc),
                     schemas.CORPUS_DDL,
                 )
                 try:
@@ -190,6 +191,7 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
                                 "counting lines per split again")
                     first_line, recounted = count_split_lines(lines), True
         n_partitions = lines.rdd.getNumPartitions()
+        vocab_bc.unpersist()
     n_files, n_rows, kept = _footer_counts(tmp)
     if kept == 0:
         raise InputError(f"{cfg.input.path}: no in-vocabulary token in the corpus")
