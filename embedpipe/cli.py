@@ -159,7 +159,10 @@ def run_stages(stages: list[str], cfg: config_mod.Config, run_dir: Any, force: b
 def _print_summary(results: list[Any], run_dir: Any) -> None:
     print(f"\nRun directory: {run_dir.uri}")
     for r in results:
-        state = "skipped (up to date)" if r.skipped else f"done in {r.seconds:.1f}s"
+        if r.extra.get("idle"):
+            state = "nothing to do"
+        else:
+            state = "skipped (up to date)" if r.skipped else f"done in {r.seconds:.1f}s"
         print(f"  {r.stage:<9} {state}: {r.summary}")
         if r.extra.get("headline"):
             print()

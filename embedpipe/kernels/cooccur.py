@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from numba import njit
@@ -118,6 +118,73 @@ def shard_of(i: np.ndarray, num_shards: int) -> np.ndarray:
     if num_shards < 1:
         raise ConfigError(f"cooccur.shards must be >= 1, got {num_shards}")
     return (np.asarray(i, dtype=np.int64) % num_shards).astype(np.int32)
+
+
+class ShardSplit(NamedTuple):
+    """A sorted block split by shard into pieces, keys delta-coded (see :func:`split_by_shard`).
+
+    Piece ``p`` belongs to shard ``shard[p]`` and spans ``[start[p], start[p + 1])`` of
+    ``deltas`` and ``values``; its keys are ``first[p] + cumsum(deltas[start[p]:...])``
+    (the piece's first delta is 0). Pieces are in shard order, keys ascending in each.
+    """
+
+    shard: np.ndarray  # int32, one per piece
+    start: np.ndarray  # int64, pieces + 1 offsets
+    first: np.ndarray  # int64, first key of each piece
+    deltas: np.ndarray  # int32 when every delta fits, else int64
+    values: np.ndarray  # float32 when every value converts exactly (integers < 2**24)
+
+
+def split_by_shard(
+    keys: np.ndarray,
+    values: np.ndarray,
+    vocab_size: int,
+    num_shards: int,
+    max_piece: int = 1 << 20,
+    narrow_values: bool = False,
+) -> ShardSplit:
+    """Split a sorted block by shard ``(key // vocab_size) mod num_shards``, delta-coding keys.
+
+    The map-side step before a shuffle by shard: two linear passes (numba), no sort,
+    since a sorted block holds each row's keys contiguously. Each shard's run is cut
+    into pieces of at most ``max_piece`` entries. With ``narrow_values`` (values are
+    integer counts, e.g. ``integer_units=True``) values below 2**24 are stored as
+    float32, which is exact.
+    """
+    keys = np.asarray(keys, dtype=np.int64)
+    values = np.asarray(values, dtype=np.float64)
+    if keys.shape != values.shape:
+        raise InputError(f"{keys.size} keys but {values.size} values")
+    if num_shards < 1:
+        raise ConfigError(f"cooccur.shards must be >= 1, got {num_shards}")
+    if max_piece < 1:
+        raise ConfigError(f"max_piece must be >= 1, got {max_piece}")
+    n = keys.size
+    if n == 0:
+        empty = np.empty(0, np.int64)
+        return ShardSplit(np.empty(0, np.int32), np.zeros(1, np.int64), empty,
+                          np.empty(0, np.int32), np.empty(0, np.float32))
+    if not _is_strictly_increasing(keys) or keys[0] < 0:
+        raise InputError("split_by_shard needs ascending unique keys >= 0 (a block)")
+    counts, max_delta = _shard_counts(keys, vocab_size, num_shards)
+    pos = np.cumsum(counts) - counts
+    pieces = -(-counts // max_piece)
+    first_piece = np.cumsum(pieces) - pieces
+    n_pieces = int(pieces.sum())
+    deltas = np.empty(n, np.int32 if max_delta < 1 << 31 else np.int64)
+    narrow = narrow_values and values.min() >= 0 and values.max() < 1 << 24
+    if narrow and not np.array_equal(values, np.floor(values)):
+        narrow = False  # fractions would not survive float32 exactly
+    out_values = np.empty(n, np.float32 if narrow else np.float64)
+    first = np.empty(n_pieces, np.int64)
+    _shard_scatter(keys, values, vocab_size, num_shards, pos, first_piece, max_piece, deltas,
+                   out_values, first)
+    shard = np.repeat(np.arange(num_shards, dtype=np.int32), pieces)
+    within = np.arange(n_pieces) - np.repeat(first_piece, pieces)
+    start = np.empty(n_pieces + 1, np.int64)
+    start[:-1] = np.repeat(pos, pieces) + within * max_piece
+    start[-1] = n
+    return ShardSplit(shard, start, first, deltas, out_values)
 
 
 def merge_sorted_blocks(blocks: Iterable[Block]) -> Block:
@@ -995,3 +1062,60 @@ def _sort_reduce_kv(
         else:
             out_v[j] += src_v[i]
     return out_k, out_v
+
+
+@njit(cache=True, nogil=True)
+def _shard_counts(keys: np.ndarray, V: int, S: int) -> tuple[np.ndarray, int]:
+    """Entries per shard of a sorted block, and the largest key gap inside a shard."""
+    counts = np.zeros(S, np.int64)
+    last = np.full(S, -1, np.int64)
+    max_delta = 0
+    next_row = 0  # keys are sorted: the row (one division) changes only at row ends
+    s = 0
+    for t in range(keys.size):
+        k = keys[t]
+        if k >= next_row:
+            row = k // V
+            next_row = (row + 1) * V
+            s = row % S
+        counts[s] += 1
+        if last[s] >= 0 and k - last[s] > max_delta:
+            max_delta = k - last[s]
+        last[s] = k
+    return counts, max_delta
+
+
+@njit(cache=True, nogil=True)
+def _shard_scatter(
+    keys: np.ndarray,
+    values: np.ndarray,
+    V: int,
+    S: int,
+    pos: np.ndarray,
+    first_piece: np.ndarray,
+    max_piece: int,
+    deltas: np.ndarray,
+    out_values: np.ndarray,
+    first: np.ndarray,
+) -> None:
+    """Scatter a sorted block into shard order: key deltas (0 at piece starts) and values."""
+    last = np.zeros(S, np.int64)
+    seen = np.zeros(S, np.int64)
+    next_row = 0
+    s = 0
+    for t in range(keys.size):
+        k = keys[t]
+        if k >= next_row:
+            row = k // V
+            next_row = (row + 1) * V
+            s = row % S
+        c = seen[s]
+        at = pos[s] + c
+        if c % max_piece == 0:
+            first[first_piece[s] + c // max_piece] = k
+            deltas[at] = 0
+        else:
+            deltas[at] = k - last[s]
+        out_values[at] = values[t]
+        last[s] = k
+        seen[s] = c + 1

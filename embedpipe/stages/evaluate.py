@@ -56,7 +56,8 @@ def run(spark: Any, cfg: Config, run_dir: RunDir, force: bool = False,
     models = models or trained_models(run_dir)
     if not models:
         logger.info("evaluate nothing to evaluate yet: no trained model in %s", run_dir.uri)
-        return StageResult("evaluate", True, {}, summary="no trained model to evaluate yet")
+        return StageResult("evaluate", True, {}, summary="no trained model to evaluate yet",
+                           extra={"idle": True})
     for m in models:
         if m not in MODELS:
             raise StageNotFinishedError(
