@@ -219,3 +219,30 @@ def test_encode_recounts_when_splits_differ(spark, tmp_path, sample_lines):
     assert run.record("encode")["counts"]["lines_recounted"] is True
     assert reference.record("encode")["counts"]["lines_recounted"] is False
     assert read_corpus(run) == read_corpus(reference)
+
+
+def test_directory_and_glob_of_plain_gz_bz2(spark, tmp_path, sample_lines):
+    import bz2
+
+    d = tmp_path / "corpus"
+    d.mkdir()
+    parts = [sample_lines[:700], sample_lines[700:1400], sample_lines[1400:2000]]
+    (d / "a.txt").write_text("\n".join(parts[0]) + "\n")
+    with gzip.open(d / "b.txt.gz", "wt") as f:
+        f.write("\n".join(parts[1]) + "\n")
+    (d / "c.txt.bz2").write_bytes(bz2.compress(("\n".join(parts[2]) + "\n").encode()))
+    (d / "skip.log").write_text("not matched by the glob\n")
+    expected = collections.Counter(t for p in parts for line in p for t in reference_tokenize(line))
+    for target in (str(d / "*.txt*"), str(d)):
+        run = RunDir(str(tmp_path / f"run{len(target)}"))
+        vocab.run(spark, cfg_for(target, "vocab.min_count=1"), run)
+        table = vocab_table(run)
+        got = dict(zip(table.column("token").to_pylist(), table.column("count").to_pylist(),
+                       strict=True))
+        if target == str(d):  # the directory also holds skip.log
+            got["matched"] -= 1
+            for t in ("not", "by", "the", "glob"):
+                got[t] -= 1
+            got = {t: c for t, c in got.items() if c}
+        assert got == dict(expected)
+        assert len(run.record("vocab")["inputs"]["files"]) == (3 if "*" in target else 4)
