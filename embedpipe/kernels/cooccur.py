@@ -164,17 +164,17 @@ def split_by_shard(
         empty = np.empty(0, np.int64)
         return ShardSplit(np.empty(0, np.int32), np.zeros(1, np.int64), empty,
                           np.empty(0, np.int32), np.empty(0, np.float32))
-    if not _is_strictly_increasing(keys) or keys[0] < 0:
+    # One pass: counts per shard, the largest gap, and whether the values are small
+    # non-negative integers (then float32 holds them exactly).
+    counts, max_delta, ordered, small_ints = _shard_counts(keys, values, vocab_size, num_shards)
+    if not ordered:
         raise InputError("split_by_shard needs ascending unique keys >= 0 (a block)")
-    counts, max_delta = _shard_counts(keys, vocab_size, num_shards)
     pos = np.cumsum(counts) - counts
     pieces = -(-counts // max_piece)
     first_piece = np.cumsum(pieces) - pieces
     n_pieces = int(pieces.sum())
     deltas = np.empty(n, np.int32 if max_delta < 1 << 31 else np.int64)
-    narrow = narrow_values and values.min() >= 0 and values.max() < 1 << 24
-    if narrow and not np.array_equal(values, np.floor(values)):
-        narrow = False  # fractions would not survive float32 exactly
+    narrow = narrow_values and small_ints
     out_values = np.empty(n, np.float32 if narrow else np.float64)
     first = np.empty(n_pieces, np.int64)
     _shard_scatter(keys, values, vocab_size, num_shards, pos, first_piece, max_piece, deltas,
@@ -1065,15 +1065,26 @@ def _sort_reduce_kv(
 
 
 @njit(cache=True, nogil=True)
-def _shard_counts(keys: np.ndarray, V: int, S: int) -> tuple[np.ndarray, int]:
-    """Entries per shard of a sorted block, and the largest key gap inside a shard."""
+def _shard_counts(
+    keys: np.ndarray, values: np.ndarray, V: int, S: int
+) -> tuple[np.ndarray, int, bool, bool]:
+    """Entries per shard of a block, the largest key gap inside a shard, whether keys are
+    ascending, unique and >= 0, and whether every value is an integer in [0, 2**24)."""
     counts = np.zeros(S, np.int64)
     last = np.full(S, -1, np.int64)
     max_delta = 0
+    ordered = keys.size == 0 or keys[0] >= 0
+    small_ints = True
     next_row = 0  # keys are sorted: the row (one division) changes only at row ends
     s = 0
     for t in range(keys.size):
         k = keys[t]
+        if t > 0 and k <= keys[t - 1]:
+            ordered = False
+            break
+        v = values[t]
+        if small_ints and not (v >= 0.0 and v < 16777216.0 and v == np.floor(v)):
+            small_ints = False
         if k >= next_row:
             row = k // V
             next_row = (row + 1) * V
@@ -1082,7 +1093,7 @@ def _shard_counts(keys: np.ndarray, V: int, S: int) -> tuple[np.ndarray, int]:
         if last[s] >= 0 and k - last[s] > max_delta:
             max_delta = k - last[s]
         last[s] = k
-    return counts, max_delta
+    return counts, max_delta, ordered, small_ints
 
 
 @njit(cache=True, nogil=True)

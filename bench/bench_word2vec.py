@@ -1,0 +1,458 @@
+"""word2vec stage against gensim and Spark MLlib on the same corpus (issue 8).
+
+    .venv/bin/python bench/bench_word2vec.py --phase speed            # 1 epoch, S = 2
+    .venv/bin/python bench/bench_word2vec.py --phase quality          # 5 epochs, S = 1,2,4,8
+    .venv/bin/python bench/bench_word2vec.py --phase render           # table + plot only
+
+Corpus: ``../shared/corpora/en-open.tok.txt.gz`` (whitespace tokens, min_count 5), dim
+100, window 5, negative 5, seed 1. Every system reads the same file; the raw-words rate
+is in-vocabulary tokens × epochs ÷ wall time of the training call (Spark start-up
+excluded; embedpipe's vocab/encode stages excluded and its corpus load included;
+gensim's vocabulary scan and MLlib's vocabulary pass included, as in the issue).
+
+* embedpipe: ``word2vec.run`` with ``word2vec.partitions = S`` on local[2].
+* gensim: ``Word2Vec(LineSentence(path), workers=2, sg=..., sample=..., seed=1)``.
+* MLlib: ``pyspark.ml.feature.Word2Vec`` (skip-gram with hierarchical softmax, its only
+  mode) on the same lines split on spaces, ``numPartitions`` = S; input cached first.
+
+Every measurement is stored in ``bench/out/word2vec/results.json`` as soon as it
+finishes, and the ``word2vec`` section of RESULTS.md plus ``bench/word2vec_quality.png``
+are re-rendered from everything stored, so a long run that is stopped early still
+reports what it finished. Scores: WS353 and SimLex-999 Spearman ρ, Google analogy
+3CosAdd accuracy (restrict_vocab 30000), by :mod:`embedpipe.scoring`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import OUT, SHARED, PeakRSS, command_line, machine, update_section
+
+CORPUS = SHARED / "corpora" / "en-open.tok.txt.gz"
+WORK = OUT / "word2vec"
+RESULTS_JSON = WORK / "results.json"
+PLOT = Path(__file__).resolve().parent / "word2vec_quality.png"
+SETTINGS = {"dim": 100, "window": 5, "negative": 5, "min_count": 5, "seed": 1}
+
+
+# ------------------------------------------------------------------ storage
+
+
+def load_results(path: Path = RESULTS_JSON) -> dict[str, Any]:
+    if path.exists():
+        return json.loads(path.read_text())
+    return {"runs": {}}
+
+
+def store(key: str, value: dict[str, Any], path: Path = RESULTS_JSON) -> None:
+    """Save one measurement (keyed by what was measured); re-render the report from the
+    full-corpus results (a ``--max-lines`` dry run keeps its own file and renders nothing)."""
+    data = load_results(path)
+    data["runs"][key] = value
+    data["machine"] = machine()
+    WORK.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, sort_keys=True))
+    if path == RESULTS_JSON:
+        render(data)
+
+
+def key_of(system: str, mode: str, parts: int, merge: str, epochs: int, sample: float) -> str:
+    return f"{system}|{mode}|{parts}|{merge}|{epochs}|{sample:g}"
+
+
+# ------------------------------------------------------------------ scoring
+
+
+def score(vectors: Any) -> dict[str, float]:
+    """WS353 ρ, SimLex ρ, Google analogy 3CosAdd accuracy (restrict_vocab 30000)."""
+    from embedpipe import scoring
+
+    data = {d.name: d.path for d in scoring.default_datasets()}
+    ws = scoring.evaluate_similarity(vectors, data["ws353"])
+    sl = scoring.evaluate_similarity(vectors, data["simlex999"])
+    an = scoring.evaluate_analogy(vectors, data["google_analogy"], 30000)
+    return {"ws353": ws["spearman"], "simlex": sl["spearman"], "analogy": an["accuracy"],
+            "analogy_covered": an["covered"]}  # fmt: skip
+
+
+# ------------------------------------------------------------------ systems
+
+
+def prepare(spark: Any, corpus: Path) -> tuple[Any, list[str], int]:
+    """vocab + encode of ``corpus`` into bench/out/runs/w2v-<name> (skipped when current)."""
+    from embedpipe.config import load_config
+    from embedpipe.runs import RunDir
+    from embedpipe.stages import encode, vocab
+
+    base = [f"input.path={corpus}", "vocab.tokenizer=whitespace",
+            f"vocab.min_count={SETTINGS['min_count']}"]  # fmt: skip
+    cfg = load_config(None, base)
+    run = RunDir(str(OUT / "runs" / f"w2v-{corpus.name.split('.')[0]}"))
+    vocab.run(spark, cfg, run)
+    rec = encode.run(spark, cfg, run).record
+    return run, base, int(rec["counts"]["kept_tokens"])
+
+
+def run_ours(spark, run, base, n_words, mode, parts, merge, epochs, sample) -> dict[str, Any]:
+    from embedpipe import fsutil
+    from embedpipe.config import load_config
+    from embedpipe.stages import word2vec
+    from embedpipe.vectors import Vectors
+
+    cfg = load_config(None, [
+        *base, f"word2vec.mode={mode}", f"word2vec.partitions={parts}", f"word2vec.merge={merge}",
+        f"word2vec.epochs={epochs}", f"word2vec.sample={sample}",
+        *(f"word2vec.{k}={SETTINGS[k]}" for k in ("dim", "window", "negative", "seed")),
+    ])  # fmt: skip
+    with PeakRSS() as peak:
+        t0 = time.perf_counter()
+        word2vec.run(spark, cfg, run, force=True)
+        wall = time.perf_counter() - t0
+    model = json.loads(fsutil.read_text(run.path("word2vec", word2vec.MODEL_FILE)))
+    train = sum(model["epoch_seconds"])
+    out = {
+        "system": "embedpipe", "mode": mode, "partitions": parts, "merge": merge,
+        "epochs": epochs, "sample": sample, "wall_s": wall, "train_s": train,
+        "load_s": model["load_seconds"], "words": n_words * epochs,
+        "words_per_s": n_words * epochs / wall, "train_words_per_s": n_words * epochs / train,
+        "losses": model["losses"], "peak_gib": peak.gib,
+        "broadcast_bytes": model["exchange_bytes_per_round"]["broadcast"],
+        "result_bytes": model["exchange_bytes_per_round"]["results"],
+    }  # fmt: skip
+    out.update(score(Vectors.load(run.path("word2vec"))))
+    return out
+
+
+def run_gensim(corpus: Path, n_words: int, mode: str, epochs: int, sample: float) -> dict:
+    from gensim.models import Word2Vec
+    from gensim.models.word2vec import LineSentence
+
+    from embedpipe.vectors import Vectors
+
+    t0 = time.perf_counter()
+    model = Word2Vec(
+        LineSentence(str(corpus)), vector_size=SETTINGS["dim"], window=SETTINGS["window"],
+        min_count=SETTINGS["min_count"], negative=SETTINGS["negative"], sample=sample,
+        epochs=epochs, workers=2, sg=1 if mode == "skipgram" else 0, seed=SETTINGS["seed"],
+    )  # fmt: skip
+    wall = time.perf_counter() - t0
+    out = {
+        "system": "gensim", "mode": mode, "partitions": 2, "merge": "-", "epochs": epochs,
+        "sample": sample, "wall_s": wall, "words": n_words * epochs,
+        "words_per_s": n_words * epochs / wall,
+    }  # fmt: skip
+    out.update(score(Vectors(model.wv.index_to_key, model.wv.vectors)))
+    return out
+
+
+def run_mllib(spark, corpus: Path, run, n_words: int, parts: int, epochs: int) -> dict:
+    from pyspark.ml.feature import Word2Vec
+    from pyspark.sql import functions as F
+
+    from embedpipe.stages.vocab import read_vocab
+    from embedpipe.vectors import Vectors
+
+    words = (
+        spark.read.text(str(corpus))
+        .select(F.array_remove(F.split("value", " "), "").alias("words"))
+        .cache()
+    )
+    words.count()  # read and tokenised before the clock starts
+    est = Word2Vec(vectorSize=SETTINGS["dim"], windowSize=SETTINGS["window"],
+                   minCount=SETTINGS["min_count"], maxIter=epochs, numPartitions=parts,
+                   seed=SETTINGS["seed"], inputCol="words", outputCol="vec")  # fmt: skip
+    t0 = time.perf_counter()
+    model = est.fit(words)
+    wall = time.perf_counter() - t0
+    words.unpersist()
+    rows = model.getVectors().collect()
+    # Frequency order (the analogy restrict_vocab needs it): our vocabulary's ids.
+    rank = {t: i for i, t in enumerate(read_vocab(run).column("token").to_pylist())}
+    rows.sort(key=lambda r: (rank.get(r["word"], len(rank)), r["word"]))
+    import numpy as np
+
+    vec = Vectors([r["word"] for r in rows], np.array([r["vector"].toArray() for r in rows]))
+    out = {
+        "system": "mllib", "mode": "skipgram (hs)", "partitions": parts, "merge": "sum/avg",
+        "epochs": epochs, "sample": 0.0, "wall_s": wall, "words": n_words * epochs,
+        "words_per_s": n_words * epochs / wall,
+    }  # fmt: skip
+    out.update(score(vec))
+    return out
+
+
+# ------------------------------------------------------------------ report
+
+
+def _load(r: dict[str, Any]) -> str:
+    return "→".join(f"{x:.1f}" for x in r["load"]) if "load" in r else "–"
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def render(data: dict[str, Any]) -> None:
+    """RESULTS.md section and the quality-vs-S plot from every stored measurement."""
+    runs = list(data["runs"].values())
+    speed = sorted((r for r in runs if r["epochs"] == 1),
+                   key=lambda r: (r["mode"], r["system"], r["partitions"]))  # fmt: skip
+    quality = sorted((r for r in runs if r["epochs"] >= 5),
+                     key=lambda r: (r["mode"], r["system"] != "embedpipe", r["system"],
+                                    r["partitions"], r["merge"]))  # fmt: skip
+    md = [
+        "## word2vec stage vs gensim and Spark MLlib (issue 8)",
+        "",
+        f"Command: `{command_line()}` (each phase updates its rows)  ",
+        f"Machine: {data.get('machine', machine())}  ",
+        "Corpus: en-open.tok.txt.gz, whitespace tokens, min_count 5; dim 100, window 5, "
+        "negative 5, seed 1; local[2] (the machine is shared with other jobs, so wall "
+        "times carry noise; peers ran in the same process, one after the other). Raw words/s = "
+        "in-vocabulary tokens × epochs ÷ wall time of the training call (embedpipe: the "
+        "word2vec stage incl. its corpus load, excl. Spark start-up and vocab/encode; gensim: "
+        "incl. its vocabulary scan; MLlib: `fit` incl. its vocabulary pass, input cached).",
+        "",
+    ]
+    if speed:
+        md += ["### Speed (1 epoch)", "",
+               "| system | mode | partitions / workers | merge | sample | wall | train only | "
+               "raw words/s | embedpipe S=2 ÷ system | load avg before→after |",
+               "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        ours = {
+            r["mode"]: r
+            for r in speed
+            if r["system"] == "embedpipe" and r["partitions"] == 2 and r["merge"] == "average"
+        }
+        for r in speed:
+            mine = ours.get(r["mode"].split(" ")[0])
+            ratio = mine["words_per_s"] / r["words_per_s"] if mine else None
+            md.append(
+                f"| {r['system']} | {r['mode']} | {r['partitions']} | {r['merge']} | "
+                f"{r['sample']:g} | {r['wall_s']:.1f} s | {_fmt(r.get('train_s'), '.1f')} s | "
+                f"{r['words_per_s'] / 1e6:.3f}M | {_fmt(ratio, '.2f')}× | {_load(r)} |"
+            )
+        md.append("")
+        checks = []
+        for mode in ("skipgram", "cbow"):
+            mine = ours.get(mode)
+            g = next((r for r in speed if r["system"] == "gensim" and r["mode"] == mode), None)
+            if mine and g:
+                ratio = mine["words_per_s"] / g["words_per_s"]
+                checks.append(f"{mode}: embedpipe S=2 = {ratio:.2f} × gensim (bar ≥ 0.8: "
+                              f"{'PASS' if ratio >= 0.8 else 'FAIL'})")  # fmt: skip
+        ml = next((r for r in speed if r["system"] == "mllib" and r["partitions"] == 2), None)
+        if ml and ours.get("skipgram"):
+            ratio = ours["skipgram"]["words_per_s"] / ml["words_per_s"]
+            checks.append(f"skipgram: embedpipe S=2 = {ratio:.1f} × MLlib numPartitions=2 "
+                          f"(bar ≥ 5: {'PASS' if ratio >= 5 else 'FAIL'})")  # fmt: skip
+        md += [f"* {c}" for c in checks] + [""]
+    if quality:
+        md += [
+            "### Quality (5 epochs)",
+            "",
+            "| system | mode | S | merge | sample | WS353 ρ | SimLex ρ | analogy 3CosAdd | "
+            "wall | raw words/s | final loss |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in quality:
+            loss = r.get("losses", [None])[-1]
+            md.append(
+                f"| {r['system']} | {r['mode']} | {r['partitions']} | {r['merge']} | "
+                f"{r['sample']:g} | {_fmt(r['ws353'], '.3f')} | {_fmt(r['simlex'], '.3f')} | "
+                f"{_fmt(r['analogy'] * 100 if r['analogy'] is not None else None, '.1f')}% | "
+                f"{r['wall_s']:.0f} s | {r['words_per_s'] / 1e6:.3f}M | {_fmt(loss, '.4f')} | "
+                f"{_load(r)} |"
+            )
+        md += ["", *quality_checks(quality), "", f"Plot: `bench/{PLOT.name}`."]
+        plot(quality)
+    update_section("word2vec", "\n".join(md))
+
+
+def quality_checks(quality: list[dict[str, Any]]) -> list[str]:
+    """The acceptance comparisons the issue names, computed from the stored rows."""
+    out = []
+
+    def find(system: str, mode: str, parts: int | None = None, merge: str | None = None):
+        for r in quality:
+            if (r["system"] == system and r["mode"].startswith(mode)
+                    and (parts is None or r["partitions"] == parts)
+                    and (merge is None or r["merge"] == merge)):  # fmt: skip
+                return r
+        return None
+
+    for mode in ("skipgram", "cbow"):
+        s1 = find("embedpipe", mode, 1, "average")
+        g = find("gensim", mode)
+        s4 = find("embedpipe", mode, 4, "average")
+        if s1 and g:
+            ok = (s1["ws353"] >= g["ws353"] - 0.01 and s1["simlex"] >= g["simlex"] - 0.01
+                  and s1["analogy"] >= g["analogy"] - 0.01)  # fmt: skip
+            out.append(f"* {mode} S=1 vs gensim: WS353 {s1['ws353'] - g['ws353']:+.3f}, SimLex "
+                       f"{s1['simlex'] - g['simlex']:+.3f}, analogy "
+                       f"{(s1['analogy'] - g['analogy']) * 100:+.1f} pt (bar −0.01 ρ / −1 pt: "
+                       f"{'PASS' if ok else 'FAIL'})")  # fmt: skip
+        if s1 and s4:
+            ok = (s4["ws353"] >= s1["ws353"] - 0.02 and s4["simlex"] >= s1["simlex"] - 0.02
+                  and s4["analogy"] >= s1["analogy"] - 0.03)  # fmt: skip
+            out.append(f"* {mode} S=4 vs S=1: WS353 {s4['ws353'] - s1['ws353']:+.3f}, SimLex "
+                       f"{s4['simlex'] - s1['simlex']:+.3f}, analogy "
+                       f"{(s4['analogy'] - s1['analogy']) * 100:+.1f} pt (bar −0.02 ρ / −3 pt: "
+                       f"{'PASS' if ok else 'FAIL'})")  # fmt: skip
+    s4 = find("embedpipe", "skipgram", 4, "average")
+    ml = find("mllib", "skipgram", 4)
+    if s4 and ml:
+        ok = all(s4[k] > ml[k] for k in ("ws353", "simlex", "analogy"))
+        out.append(f"* skipgram S=4 vs MLlib numPartitions=4: WS353 {s4['ws353']:.3f} vs "
+                   f"{ml['ws353']:.3f}, SimLex {s4['simlex']:.3f} vs {ml['simlex']:.3f}, analogy "
+                   f"{s4['analogy'] * 100:.1f}% vs {ml['analogy'] * 100:.1f}% (better on every "
+                   f"score: {'PASS' if ok else 'FAIL'})")  # fmt: skip
+    return out
+
+
+def plot(quality: list[dict[str, Any]]) -> None:
+    """Quality vs S per merge and mode, peers as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = (("ws353", "WS353 Spearman ρ"), ("simlex", "SimLex-999 Spearman ρ"),
+               ("analogy", "Google analogy 3CosAdd"))  # fmt: skip
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    colors = {"skipgram": "tab:blue", "cbow": "tab:orange"}
+    for ax, (m, title) in zip(axes, metrics, strict=True):
+        for mode in ("skipgram", "cbow"):
+            for merge, style in (("average", "-o"), ("procrustes", "--s")):
+                pts = sorted((r["partitions"], r[m]) for r in quality
+                             if r["system"] == "embedpipe" and r["mode"] == mode
+                             and (r["merge"] == merge or r["partitions"] == 1))  # fmt: skip
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), style, color=colors[mode],
+                            label=f"embedpipe {mode} {merge}")  # fmt: skip
+            for r in quality:
+                if r["system"] != "embedpipe" and r["mode"].startswith(mode):
+                    ls = ":" if r["system"] == "gensim" else "-."
+                    ax.axhline(
+                        r[m],
+                        ls=ls,
+                        color=colors[mode],
+                        alpha=0.7,
+                        label=f"{r['system']} {r['mode']} ({r['partitions']})",
+                    )
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([1, 2, 4, 8], ["1", "2", "4", "8"])
+        ax.set_xlabel("partitions S")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.savefig(PLOT, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------ main
+
+
+def head_file(corpus: Path, lines: int) -> Path:
+    """The first ``lines`` lines of the corpus as a plain file (for a quick check)."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    out = WORK / f"head-{lines}.txt"
+    if not out.exists():
+        with gzip.open(corpus, "rt", encoding="utf-8") as f, open(out, "w") as g:
+            for i, line in enumerate(f):
+                if i >= lines:
+                    break
+                g.write(line)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--phase", choices=["speed", "quality", "render"], default="speed")
+    ap.add_argument("--corpus", type=Path, default=CORPUS)
+    ap.add_argument("--max-lines", type=int, default=0, help="first N lines only (a dry run)")
+    ap.add_argument("--modes", default="skipgram,cbow")
+    ap.add_argument("--partitions", default="1,2,4,8", help="quality phase: values of S")
+    ap.add_argument("--merges", default="average,procrustes")
+    ap.add_argument("--sample", type=float, default=1e-4)
+    ap.add_argument("--systems", default="embedpipe,gensim,mllib")
+    ap.add_argument("--redo", action="store_true", help="re-measure stored measurements")
+    args = ap.parse_args(argv)
+    if args.phase == "render":
+        render(load_results())
+        return 0
+    if not args.corpus.exists():
+        print(f"{args.corpus}: not found (needs ../shared)", file=sys.stderr)
+        return 2
+    corpus = head_file(args.corpus, args.max_lines) if args.max_lines else args.corpus
+
+    import logging
+
+    from embedpipe.config import SparkConfig
+    from embedpipe.log import setup
+    from embedpipe.spark import build_session
+
+    setup()
+    logging.getLogger("gensim").setLevel(logging.WARNING)
+    spark = build_session(SparkConfig(master="local[2]", conf={
+        "spark.driver.memory": "4g", "spark.ui.enabled": "false",
+        "spark.sql.shuffle.partitions": "4", "spark.default.parallelism": "2",
+    }))  # fmt: skip
+    systems = args.systems.split(",")
+    modes = args.modes.split(",")
+    epochs = 1 if args.phase == "speed" else 5
+    parts = [2] if args.phase == "speed" else [int(p) for p in args.partitions.split(",")]
+    results_path = WORK / f"results-head{args.max_lines}.json" if args.max_lines else RESULTS_JSON
+    done = load_results(results_path)["runs"]
+    try:
+        run, base, n_words = prepare(spark, corpus)
+        jobs: list[tuple[str, Any]] = []
+        for mode in modes:
+            for s in parts:
+                for merge in args.merges.split(",") if s > 1 else ["average"]:
+                    if "embedpipe" in systems:
+                        jobs.append((key_of("embedpipe", mode, s, merge, epochs, args.sample),
+                                     lambda mode=mode, s=s, merge=merge: run_ours(
+                                         spark, run, base, n_words, mode, s, merge, epochs,
+                                         args.sample)))  # fmt: skip
+            if "gensim" in systems:
+                jobs.append((key_of("gensim", mode, 2, "-", epochs, args.sample),
+                             lambda mode=mode: run_gensim(corpus, n_words, mode, epochs,
+                                                          args.sample)))  # fmt: skip
+        if "mllib" in systems and "skipgram" in modes:
+            m_parts = 2 if args.phase == "speed" else 4
+            jobs.append(
+                (
+                    key_of("mllib", "skipgram", m_parts, "-", epochs, 0.0),
+                    lambda: run_mllib(spark, corpus, run, n_words, m_parts, epochs),
+                )
+            )
+        for key, job in jobs:
+            if key in done and not args.redo:
+                print(f"{key}: stored, skipped (--redo re-measures)")
+                continue
+            print(f"{key}: running", flush=True)
+            load_before = os.getloadavg()[0]
+            res = job()
+            res["corpus"] = corpus.name
+            # The machine is shared: the 1-minute load average says how disturbed a run was.
+            res["load"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
+            store(key, res, results_path)
+            print(f"{key}: {json.dumps({k: v for k, v in res.items() if k != 'losses'})}",
+                  flush=True)  # fmt: skip
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
