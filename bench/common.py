@@ -47,7 +47,8 @@ def machine() -> str:
     return (
         f"{os.cpu_count()} cores ({cpu}), {ram}, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}, Java {jv.group(1) if jv else '?'}, "
-        f"pyspark {pyspark.__version__}, numpy {numpy.__version__}, pyarrow {pyarrow.__version__}"
+        f"pyspark {pyspark.__version__}, numpy {numpy.__version__}, pyarrow {pyarrow.__version__}, "
+        f"load average {os.getloadavg()[0]:.1f} when measured"
     )
 
 
