@@ -1026,7 +1026,10 @@ class Vectors:
                     f"({FORMAT_VERSION}); upgrade embedpipe"
                 )
         tokens, matrix = _read_parquet(fsutil.join(base, "vectors.parquet"))
-        counts = _read_counts(posixpath.join(posixpath.dirname(base), "vocab"), tokens)
+        vocab_dir = posixpath.join(posixpath.dirname(base), "vocab")
+        # A run's vocab/ holds vocab.parquet next to other tables (splits.parquet).
+        vocab_file = posixpath.join(vocab_dir, "vocab.parquet")
+        counts = _read_counts(vocab_file if fsutil.exists(vocab_file) else vocab_dir, tokens)
         return cls(tokens, matrix, counts=counts, meta=meta)
 
     # ---- saving
