@@ -45,8 +45,15 @@ def load_avg() -> float:
 def config(path: Path, window: int, memory_mb: int):
     from embedpipe.config import load_config
 
-    return load_config(None, [f"input.path={path}", "vocab.tokenizer=whitespace",
-                              f"cooccur.window={window}", f"cooccur.memory_mb={memory_mb}"])
+    return load_config(
+        None,
+        [
+            f"input.path={path}",
+            "vocab.tokenizer=whitespace",
+            f"cooccur.window={window}",
+            f"cooccur.memory_mb={memory_mb}",
+        ],
+    )
 
 
 def run_dir(name: str):
@@ -64,9 +71,16 @@ def session():
     from embedpipe.config import SparkConfig
     from embedpipe.spark import build_session
 
-    return build_session(SparkConfig(master="local[2]", conf={
-        "spark.driver.memory": "4g", "spark.ui.enabled": "false",
-        "spark.sql.shuffle.partitions": "4"}))
+    return build_session(
+        SparkConfig(
+            master="local[2]",
+            conf={
+                "spark.driver.memory": "4g",
+                "spark.ui.enabled": "false",
+                "spark.sql.shuffle.partitions": "4",
+            },
+        )
+    )
 
 
 def part_upstream(args) -> dict:
@@ -99,11 +113,21 @@ def part_stage(args) -> dict:
         finally:
             spark.stop()
     c = res.record["counts"]
-    return {"seconds": res.seconds, "startup": startup, "tokens": c["tokens"], "nnz": c["nnz"],
-            "partials": c["partial_entries"], "shuffle": c["shuffle_bytes"],
-            "bytes": c["bytes"], "task_rss": c["peak_task_rss"], "peak": peak.peak,
-            "S": c["shards"], "V": c["vocab_size"], "map_tasks": c["map_tasks"],
-            "timings": res.record["timings"]}
+    return {
+        "seconds": res.seconds,
+        "startup": startup,
+        "tokens": c["tokens"],
+        "nnz": c["nnz"],
+        "partials": c["partial_entries"],
+        "shuffle": c["shuffle_bytes"],
+        "bytes": c["bytes"],
+        "task_rss": c["peak_task_rss"],
+        "peak": peak.peak,
+        "S": c["shards"],
+        "V": c["vocab_size"],
+        "map_tasks": c["map_tasks"],
+        "timings": res.record["timings"],
+    }
 
 
 def part_baseline(args) -> dict:
@@ -124,16 +148,24 @@ def part_baseline(args) -> dict:
             n += len(chunk.values)
     with PeakRSS() as peak:
         t0 = time.perf_counter()
-        blocks = list(K.count_arrow_lists(lists, V, args.window, integer_units=True,
-                                          memory_mb=args.memory_mb))
+        blocks = list(
+            K.count_arrow_lists(lists, V, args.window, integer_units=True, memory_mb=args.memory_mb)
+        )
         t1 = time.perf_counter()
         partials = sum(k.size for k, _ in blocks)
         keys, values = K.merge_sorted_blocks(blocks)
         del blocks
         values /= K.weight_denominator(args.window)
         t2 = time.perf_counter()
-    out = {"tokens": n, "count_s": t1 - t0, "merge_s": t2 - t1, "seconds": t2 - t0,
-           "partials": partials, "nnz": int(keys.size), "peak": peak.peak}
+    out = {
+        "tokens": n,
+        "count_s": t1 - t0,
+        "merge_s": t2 - t1,
+        "seconds": t2 - t0,
+        "partials": partials,
+        "nnz": int(keys.size),
+        "peak": peak.peak,
+    }
     if not args.max_tokens:
         out["check"] = check_equal(run, keys, values, V)
     return out
@@ -145,13 +177,17 @@ def check_equal(run, keys: np.ndarray, values: np.ndarray, V: int) -> str:
     from embedpipe.kernels import cooccur as K
 
     coo = C.read_matrix(run).tocoo()
-    same = (coo.nnz == keys.size
-            and np.array_equal(K.ij_to_keys(coo.row, coo.col, V), keys)
-            and np.array_equal(coo.data, values.astype(np.float32)))
+    same = (
+        coo.nnz == keys.size
+        and np.array_equal(K.ij_to_keys(coo.row, coo.col, V), keys)
+        and np.array_equal(coo.data, values.astype(np.float32))
+    )
     if not same:
         raise SystemExit("Spark matrix differs from the single-process baseline")
-    return (f"exact: all {coo.nnz:,} entries of the Spark matrix equal the single-process "
-            "kernel + merge (float32)")
+    return (
+        f"exact: all {coo.nnz:,} entries of the Spark matrix equal the single-process "
+        "kernel + merge (float32)"
+    )
 
 
 def part_glove(args) -> dict:
@@ -168,8 +204,14 @@ def part_glove(args) -> dict:
     vocab = read_vocab(run)
     vocab_file = work / f"vocab-{args.name}.txt"
     # GloVe numbers words by their line in the vocab file: id + 1 here.
-    vocab_file.write_text("".join(f"{t} {c}\n" for t, c in zip(
-        vocab.column("token").to_pylist(), vocab.column("count").to_pylist(), strict=True)))
+    vocab_file.write_text(
+        "".join(
+            f"{t} {c}\n"
+            for t, c in zip(
+                vocab.column("token").to_pylist(), vocab.column("count").to_pylist(), strict=True
+            )
+        )
+    )
     text = work / f"{args.name}.txt"
     if not text.exists():
         opener = gzip.open if str(args.path).endswith(".gz") else open
@@ -178,10 +220,25 @@ def part_glove(args) -> dict:
     out = work / f"cooc-{args.name}.bin"
     with PeakRSS() as peak, open(text, "rb") as stdin, open(out, "wb") as stdout:
         t0 = time.perf_counter()
-        subprocess.run([args.glove, "-verbose", "0", "-window-size", str(args.window),
-                        "-memory", "4.0", "-vocab-file", str(vocab_file),
-                        "-overflow-file", str(work / "overflow")],
-                       stdin=stdin, stdout=stdout, stderr=subprocess.DEVNULL, check=True)
+        subprocess.run(
+            [
+                args.glove,
+                "-verbose",
+                "0",
+                "-window-size",
+                str(args.window),
+                "-memory",
+                "4.0",
+                "-vocab-file",
+                str(vocab_file),
+                "-overflow-file",
+                str(work / "overflow"),
+            ],
+            stdin=stdin,
+            stdout=stdout,
+            stderr=subprocess.DEVNULL,
+            check=True,
+        )
         seconds = time.perf_counter() - t0
     rec = np.fromfile(out, dtype=[("i", "<i4"), ("j", "<i4"), ("x", "<f8")])
     out.unlink()
@@ -204,10 +261,17 @@ def part_glove(args) -> dict:
     keys, x = keys[starts], np.add.reduceat(x, starts)
     same_keys = keys.size == g_keys.size and np.array_equal(keys, g_keys)
     rel = float(np.max(np.abs(x - g_x) / g_x)) if same_keys else float("nan")
-    return {"seconds": seconds, "peak": peak.peak, "nnz": int(rec.size), "ours": int(o_keys.size),
-            "cuts": cuts, "cut_entries": int(np.unique(cut_keys).size),
-            "same_entries": bool(same_keys), "max_rel_diff": rel,
-            "tokens": run.record("vocab")["counts"]["tokens"]}
+    return {
+        "seconds": seconds,
+        "peak": peak.peak,
+        "nnz": int(rec.size),
+        "ours": int(o_keys.size),
+        "cuts": cuts,
+        "cut_entries": int(np.unique(cut_keys).size),
+        "same_entries": bool(same_keys),
+        "max_rel_diff": rel,
+        "tokens": run.record("vocab")["counts"]["tokens"],
+    }
 
 
 def cross_cut_pairs(run, window: int, V: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -239,9 +303,24 @@ def cross_cut_pairs(run, window: int, V: int) -> tuple[np.ndarray, np.ndarray, i
 
 def part(kind: str, name: str, path: Path, args, max_tokens: int = 0) -> dict:
     """Run one part in a subprocess; its last stdout line is a JSON result."""
-    cmd = [sys.executable, __file__, "--part", kind, "--name", name, "--path", str(path),
-           "--window", str(args.window), "--memory-mb", str(args.memory_mb),
-           "--max-tokens", str(max_tokens), "--glove", str(args.glove or "")]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--part",
+        kind,
+        "--name",
+        name,
+        "--path",
+        str(path),
+        "--window",
+        str(args.window),
+        "--memory-mb",
+        str(args.memory_mb),
+        "--max-tokens",
+        str(max_tokens),
+        "--glove",
+        str(args.glove or ""),
+    ]
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -253,17 +332,25 @@ def main() -> int:
     ap.add_argument("--window", type=int, default=10)
     ap.add_argument("--memory-mb", type=int, default=512, help="cooccur.memory_mb")
     ap.add_argument("--baseline-max-tokens", type=int, default=20_000_000)
-    ap.add_argument("--glove", help="a Stanford GloVe `cooccur` binary: measure it on en-open "
-                    "in the same run and compare its matrix with ours")
-    ap.add_argument("--part", choices=["upstream", "stage", "baseline", "glove"],
-                    help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--glove",
+        help="a Stanford GloVe `cooccur` binary: measure it on en-open "
+        "in the same run and compare its matrix with ours",
+    )
+    ap.add_argument(
+        "--part", choices=["upstream", "stage", "baseline", "glove"], help=argparse.SUPPRESS
+    )
     ap.add_argument("--name", help=argparse.SUPPRESS)
     ap.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--max-tokens", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.part:
-        fn = {"upstream": part_upstream, "stage": part_stage, "baseline": part_baseline,
-              "glove": part_glove}
+        fn = {
+            "upstream": part_upstream,
+            "stage": part_stage,
+            "baseline": part_baseline,
+            "glove": part_glove,
+        }
         print(json.dumps(fn[args.part](args)))
         return 0
     en_open = SHARED / "corpora" / "en-open.tok.txt.gz"
@@ -272,8 +359,13 @@ def main() -> int:
         return 1
     corpora = [("en-open.tok.txt.gz", en_open, "en-open")]
     if not args.quick:
-        corpora.append((f"synth {args.synth_tokens / 1e6:.0f}M tokens",
-                        synth_corpus(args.synth_tokens), "synth"))
+        corpora.append(
+            (
+                f"synth {args.synth_tokens / 1e6:.0f}M tokens",
+                synth_corpus(args.synth_tokens),
+                "synth",
+            )
+        )
     rows, notes, glove_rows = [], [], []
     for label, path, name in corpora:
         part("upstream", name, path, args)
@@ -290,16 +382,20 @@ def main() -> int:
             glove_rows.append(
                 f"| Stanford GloVe `cooccur` (1 thread, -memory 4.0), same text and vocabulary "
                 f"| {g['seconds']:.1f} s | {g['tokens'] / g['seconds'] / 1e6:.2f}M input tokens/s "
-                f"| {g['nnz'] / 1e6:.1f}M | {g['peak'] / 2**30:.2f} GiB |")
+                f"| {g['nnz'] / 1e6:.1f}M | {g['peak'] / 2**30:.2f} GiB |"
+            )
             notes.append(
                 f"Stanford GloVe's `cooccur` on the same text and vocabulary: {g['nnz']:,} "
                 f"entries against our {g['ours']:,}; adding to ours the pairs across the "
                 f"{g['cuts']} cuts encode made in lines longer than encode.max_doc_tokens "
                 f"({g['cut_entries']} entries; GloVe's windows cross them, ours stop) gives "
                 f"{'exactly its' if g['same_entries'] else 'NOT its'} (i, j) entries, largest "
-                f"relative difference of x (our float32 vs its float64) {g['max_rel_diff']:.1e}")
+                f"relative difference of x (our float32 vs its float64) {g['max_rel_diff']:.1e}"
+            )
             print(glove_rows[-1], notes[-1])
         rate = ours["tokens"] / ours["seconds"]
+        tm = ours["timings"]
+        cpu = tm["map_task_cpu_seconds"] + tm["reduce_task_cpu_seconds"] + tm["jvm_cpu_seconds"]
         base_rate = base["tokens"] / base["seconds"]
         per_entry = ours["shuffle"] / max(ours["partials"], 1)
         rows.append(
@@ -308,9 +404,12 @@ def main() -> int:
             f"| {ours['nnz'] / 1e6:.1f}M | {ours['partials'] / 1e6:.1f}M "
             f"| {ours['shuffle'] / 2**20:.0f} MiB ({per_entry:.1f} B/entry) "
             f"| {ours['bytes'] / 2**20:.0f} MiB | {ours['task_rss'] / 2**30:.2f} GiB "
-            f"| {ours['peak'] / 2**30:.2f} GiB | {base_rate / 1e6:.2f}M "
+            f"| {ours['peak'] / 2**30:.2f} GiB | {cpu:.0f} s ({tm['map_task_cpu_seconds']:.0f} + "
+            f"{tm['reduce_task_cpu_seconds']:.0f} + {tm['jvm_cpu_seconds']:.0f}): "
+            f"{ours['tokens'] / cpu * 2 / 1e6:.2f}M | {base_rate / 1e6:.2f}M "
             f"({base['tokens'] / 1e6:.0f}M tokens, {base['count_s']:.1f} + {base['merge_s']:.1f}"
-            f" s, {base['peak'] / 2**30:.1f} GiB) | {load_before:.1f} / {load_after:.1f} |")
+            f" s, {base['peak'] / 2**30:.1f} GiB) | {load_before:.1f} / {load_after:.1f} |"
+        )
         print(rows[-1], json.dumps(ours["timings"]), flush=True)
     md = [
         "## cooccur (issue 5)",
@@ -326,16 +425,28 @@ def main() -> int:
         "(driver, JVM with a 4g heap, Python workers). Baseline: the same kernel in one "
         "process without Spark, then one in-memory merge of all partials (on synth, the first "
         "tokens shown). Load = 1-minute load average before / after the stage (2 cores, "
-        "shared machine).",
+        "shared machine: other jobs' load stretches wall times, so the CPU column adds the "
+        "stage's own CPU seconds, Python tasks and JVM, and shows what 2 cores spending "
+        "nothing else would give; driver and idle time are excluded there).",
         "",
         "| corpus | tokens | V | S | map tasks | time | tokens/s | non-zeros | partial entries "
-        "| shuffle | output | task RSS | peak RSS | 1-process baseline tokens/s | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| shuffle | output | task RSS | peak RSS | CPU (map + reduce Python + JVM): tokens/s "
+        "on 2 cores if never idle | 1-process baseline tokens/s | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
-        *(["Peer in the same run (en-open):", "",
-            "| peer | time | tokens/s | non-zeros | peak RSS |", "|---|---|---|---|---|",
-            *glove_rows, ""] if glove_rows else []),
+        *(
+            [
+                "Peer in the same run (en-open):",
+                "",
+                "| peer | time | tokens/s | non-zeros | peak RSS |",
+                "|---|---|---|---|---|",
+                *glove_rows,
+                "",
+            ]
+            if glove_rows
+            else []
+        ),
         "Quoted in the issue (same machine kind, not this run): Stanford GloVe's `cooccur` "
         "on en-open, window 10: 10.2 s = 1.28M tokens/s on one thread, 1.16 GB peak RSS, "
         "31.3M non-zeros, plus 8.2 s for its `shuffle`; naive Spark (explode pairs + "

@@ -262,8 +262,8 @@ def main() -> int:
         default=["10,3", "10,16", "40,6", "90,4"],
         help="--explore settings as oversample,power_iters",
     )
-    ap.add_argument("--accurate-oversample", type=int, default=10)
-    ap.add_argument("--accurate-power-iters", type=int, default=16)
+    ap.add_argument("--accurate-oversample", type=int, default=40)
+    ap.add_argument("--accurate-power-iters", type=int, default=8)
     args = ap.parse_args()
     if not EN_OPEN.exists():
         print(f"{EN_OPEN} not found: this benchmark needs ../shared", file=sys.stderr)

@@ -56,11 +56,19 @@ def shard_rows(vocab_size: int, num_shards: int, k: int) -> np.ndarray:
     return np.arange(k, vocab_size, num_shards, dtype=np.int32)
 
 
-def shard_metadata(vocab_size: int, num_shards: int, k: int, window: int, weighting: str,
-                   nnz: int) -> dict[bytes, bytes]:
+def shard_metadata(
+    vocab_size: int, num_shards: int, k: int, window: int, weighting: str, nnz: int
+) -> dict[bytes, bytes]:
     """Footer metadata written into shard ``k``'s file (checked by the readers)."""
-    desc = {"format_version": FORMAT_VERSION, "vocab_size": vocab_size, "shards": num_shards,
-            "shard": k, "window": window, "weighting": weighting, "nnz": nnz}
+    desc = {
+        "format_version": FORMAT_VERSION,
+        "vocab_size": vocab_size,
+        "shards": num_shards,
+        "shard": k,
+        "window": window,
+        "weighting": weighting,
+        "nnz": nnz,
+    }
     return {META_KEY: json.dumps(desc, sort_keys=True).encode()}
 
 
@@ -89,10 +97,15 @@ def info(run: RunDir) -> CoocInfo:
     c = rec.get("counts", {})
     try:
         return CoocInfo(
-            vocab_size=int(c["vocab_size"]), shards=int(c["shards"]), window=int(c["window"]),
-            weighting=str(c["weighting"]), nnz=int(c["nnz"]), sum_x=float(c["sum_x"]),
+            vocab_size=int(c["vocab_size"]),
+            shards=int(c["shards"]),
+            window=int(c["window"]),
+            weighting=str(c["weighting"]),
+            nnz=int(c["nnz"]),
+            sum_x=float(c["sum_x"]),
             shard_nnz=tuple(int(n) for n in c["shard_nnz"]),
-            shard_bytes=tuple(int(n) for n in c["shard_bytes"]), record=rec,
+            shard_bytes=tuple(int(n) for n in c["shard_bytes"]),
+            record=rec,
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ArtifactVersionError(
@@ -149,7 +162,7 @@ def read_shard_table(run: RunDir, k: int, meta: CoocInfo | None = None) -> pa.Ta
     want = {"vocab_size": meta.vocab_size, "shards": meta.shards, "shard": k}
     if any(desc.get(key) != val for key, val in want.items()):
         raise InputError(
-            f"{uri}: file describes {({key: desc.get(key) for key in want})}, the manifest "
+            f"{uri}: file describes { ({key: desc.get(key) for key in want}) }, the manifest "
             f"expects {want} (a file from another run?); {_rerun(run)}"
         )
     if table.num_rows != meta.shard_nnz[k]:
@@ -189,15 +202,21 @@ def table_to_csr(table: pa.Table, vocab_size: int, num_shards: int, k: int, wher
         indptr[-1] = nnz
         lo, hi = indptr[:-1], indptr[1:]
         full = hi > lo
-        if (indptr[0] != 0 or np.any(i[lo[full]] != rows[full])
-                or np.any(i[hi[full] - 1] != rows[full])):
-            raise InputError(f"{where}: rows outside shard {k} (i mod {num_shards} != {k}) "
-                             f"or outside [0, {vocab_size}); {_NOT_OURS}")
+        if (
+            indptr[0] != 0
+            or np.any(i[lo[full]] != rows[full])
+            or np.any(i[hi[full] - 1] != rows[full])
+        ):
+            raise InputError(
+                f"{where}: rows outside shard {k} (i mod {num_shards} != {k}) "
+                f"or outside [0, {vocab_size}); {_NOT_OURS}"
+            )
     else:
         indptr = np.zeros(rows.size + 1, index)
     # copy=False and int32 indices: scipy then only checks the array shapes.
-    return sp.csr_matrix((x, j.astype(index, copy=False), indptr),
-                         shape=(rows.size, vocab_size), copy=False)
+    return sp.csr_matrix(
+        (x, j.astype(index, copy=False), indptr), shape=(rows.size, vocab_size), copy=False
+    )
 
 
 def read_shard(run: RunDir, k: int):
@@ -241,8 +260,9 @@ def read_matrix(run: RunDir, max_nnz: int = MAX_MATRIX_NNZ):
     index = np.int32 if i.size < 2**31 else np.int64
     indptr = np.zeros(V + 1, index)
     np.cumsum(np.bincount(i, minlength=V), out=indptr[1:])
-    return sp.csr_matrix((x[order], j[order].astype(index, copy=False), indptr), shape=(V, V),
-                         copy=False)
+    return sp.csr_matrix(
+        (x[order], j[order].astype(index, copy=False), indptr), shape=(V, V), copy=False
+    )
 
 
 def verify(run: RunDir) -> CoocInfo:

@@ -162,8 +162,13 @@ def split_by_shard(
     n = keys.size
     if n == 0:
         empty = np.empty(0, np.int64)
-        return ShardSplit(np.empty(0, np.int32), np.zeros(1, np.int64), empty,
-                          np.empty(0, np.int32), np.empty(0, np.float32))
+        return ShardSplit(
+            np.empty(0, np.int32),
+            np.zeros(1, np.int64),
+            empty,
+            np.empty(0, np.int32),
+            np.empty(0, np.float32),
+        )
     # One pass: counts per shard, the largest gap, and whether the values are small
     # non-negative integers (then float32 holds them exactly).
     counts, max_delta, ordered, small_ints = _shard_counts(keys, values, vocab_size, num_shards)
@@ -177,8 +182,9 @@ def split_by_shard(
     narrow = narrow_values and small_ints
     out_values = np.empty(n, np.float32 if narrow else np.float64)
     first = np.empty(n_pieces, np.int64)
-    _shard_scatter(keys, values, vocab_size, num_shards, pos, first_piece, max_piece, deltas,
-                   out_values, first)
+    _shard_scatter(
+        keys, values, vocab_size, num_shards, pos, first_piece, max_piece, deltas, out_values, first
+    )
     shard = np.repeat(np.arange(num_shards, dtype=np.int32), pieces)
     within = np.arange(n_pieces) - np.repeat(first_piece, pieces)
     start = np.empty(n_pieces + 1, np.int64)

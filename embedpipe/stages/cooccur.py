@@ -81,18 +81,35 @@ PARTIALS_DDL = (
     "kind byte, p int, shard int, part int, seq int, n long, first long, "
     "kw byte, keys binary, vw byte, vals binary"
 )
-PARTIALS_SCHEMA = pa.schema([
-    ("kind", pa.int8()), ("p", pa.int32()), ("shard", pa.int32()), ("part", pa.int32()),
-    ("seq", pa.int32()), ("n", pa.int64()), ("first", pa.int64()), ("kw", pa.int8()),
-    ("keys", pa.binary()), ("vw", pa.int8()), ("vals", pa.binary()),
-])
+PARTIALS_SCHEMA = pa.schema(
+    [
+        ("kind", pa.int8()),
+        ("p", pa.int32()),
+        ("shard", pa.int32()),
+        ("part", pa.int32()),
+        ("seq", pa.int32()),
+        ("n", pa.int64()),
+        ("first", pa.int64()),
+        ("kw", pa.int8()),
+        ("keys", pa.binary()),
+        ("vw", pa.int8()),
+        ("vals", pa.binary()),
+    ]
+)
 #: Rows the reduce side returns to the driver: one per shard (kind 0) plus the map
 #: statistics it received (kind 1), forwarded.
 STATS_DDL = "kind byte, shard int, nnz long, partials long, sum_x double, bytes long, info string"
-STATS_SCHEMA = pa.schema([
-    ("kind", pa.int8()), ("shard", pa.int32()), ("nnz", pa.int64()), ("partials", pa.int64()),
-    ("sum_x", pa.float64()), ("bytes", pa.int64()), ("info", pa.string()),
-])
+STATS_SCHEMA = pa.schema(
+    [
+        ("kind", pa.int8()),
+        ("shard", pa.int32()),
+        ("nnz", pa.int64()),
+        ("partials", pa.int64()),
+        ("sum_x", pa.float64()),
+        ("bytes", pa.int64()),
+        ("info", pa.string()),
+    ]
+)
 KIND_DATA, KIND_STATS = 0, 1
 
 #: Entries per blob row: 4 MB of int32 deltas, well under Spark's page size.
@@ -170,10 +187,18 @@ def make_plan(ccfg: CooccurConfig, vocab_size: int, kept_tokens: int) -> Plan:
     # integer sums: the kernel then emits true units and sums are only nearly exact.
     integer_units = denom <= 1 << 24
     return Plan(
-        vocab_size=vocab_size, shards=shards, window=ccfg.window, weighting=weighting,
-        dynamic_window=ccfg.dynamic_window, subsample=ccfg.subsample, seed=ccfg.seed,
-        memory_mb=ccfg.memory_mb, min_x=ccfg.min_x, integer_units=integer_units,
-        denominator=denom if integer_units else 1, pkeys=tuple(partition_keys(shards)),
+        vocab_size=vocab_size,
+        shards=shards,
+        window=ccfg.window,
+        weighting=weighting,
+        dynamic_window=ccfg.dynamic_window,
+        subsample=ccfg.subsample,
+        seed=ccfg.seed,
+        memory_mb=ccfg.memory_mb,
+        min_x=ccfg.min_x,
+        integer_units=integer_units,
+        denominator=denom if integer_units else 1,
+        pkeys=tuple(partition_keys(shards)),
     )
 
 
@@ -246,8 +271,9 @@ def corpus_row_groups(corpus_uri: str) -> list[tuple[str, int, int, int]]:
             with fs.open_input_file(path) as f:
                 meta = pq.ParquetFile(f).metadata
         except (pa.ArrowException, OSError) as e:
-            raise InputError(f"{uri}: corpus file is not readable Parquet ({e}); "
-                             "re-run encode --force") from e
+            raise InputError(
+                f"{uri}: corpus file is not readable Parquet ({e}); re-run encode --force"
+            ) from e
         schemas.check(meta.schema.to_arrow_schema(), schemas.CORPUS, uri)
         col = meta.schema.to_arrow_schema().get_field_index("ids")
         for g in range(meta.num_row_groups):
@@ -300,8 +326,9 @@ def default_map_tasks(total_ids: int, cores: int) -> int:
 # ------------------------------------------------------------------ map side
 
 
-def block_to_blobs(keys: np.ndarray, values: np.ndarray, plan: Plan, part: int,
-                   seq: int) -> tuple[list[pa.RecordBatch], int]:
+def block_to_blobs(
+    keys: np.ndarray, values: np.ndarray, plan: Plan, part: int, seq: int
+) -> tuple[list[pa.RecordBatch], int]:
     """One sorted partial block -> blob batches (one row per shard piece); returns (batches, seq).
 
     Keys of a piece are delta-coded (``first`` plus int32 deltas, int64 if a gap does
@@ -309,8 +336,14 @@ def block_to_blobs(keys: np.ndarray, values: np.ndarray, plan: Plan, part: int,
     """
     if keys.size == 0:
         return [], seq
-    sp = K.split_by_shard(keys, values, plan.vocab_size, plan.shards, MAX_BLOB_ENTRIES,
-                          narrow_values=plan.integer_units)
+    sp = K.split_by_shard(
+        keys,
+        values,
+        plan.vocab_size,
+        plan.shards,
+        MAX_BLOB_ENTRIES,
+        narrow_values=plan.integer_units,
+    )
     kw, vw = sp.deltas.itemsize, sp.values.itemsize
     out: list[pa.RecordBatch] = []
     starts = sp.start
@@ -322,26 +355,37 @@ def block_to_blobs(keys: np.ndarray, values: np.ndarray, plan: Plan, part: int,
         while hi < m and (starts[hi + 1] - starts[lo]) * (kw + vw) <= MAX_BATCH_BYTES:
             hi += 1
         a, e = int(starts[lo]), int(starts[hi])
-        offs = starts[lo:hi + 1] - a
+        offs = starts[lo : hi + 1] - a
         count = hi - lo
-        key_arr = pa.Array.from_buffers(pa.binary(), count, [
-            None, pa.py_buffer((offs * kw).astype(np.int32)), pa.py_buffer(sp.deltas[a:e])])
-        val_arr = pa.Array.from_buffers(pa.binary(), count, [
-            None, pa.py_buffer((offs * vw).astype(np.int32)), pa.py_buffer(sp.values[a:e])])
+        key_arr = pa.Array.from_buffers(
+            pa.binary(),
+            count,
+            [None, pa.py_buffer((offs * kw).astype(np.int32)), pa.py_buffer(sp.deltas[a:e])],
+        )
+        val_arr = pa.Array.from_buffers(
+            pa.binary(),
+            count,
+            [None, pa.py_buffer((offs * vw).astype(np.int32)), pa.py_buffer(sp.values[a:e])],
+        )
         sh = sp.shard[lo:hi]
-        out.append(pa.RecordBatch.from_arrays([
-            pa.array(np.full(count, KIND_DATA, np.int8)),
-            pa.array(np.asarray(plan.pkeys, np.int32)[sh]),
-            pa.array(sh),
-            pa.array(np.full(count, part, np.int32)),
-            pa.array(np.arange(seq, seq + count, dtype=np.int32)),
-            pa.array(np.diff(offs)),
-            pa.array(sp.first[lo:hi]),
-            pa.array(np.full(count, kw, np.int8)),
-            key_arr,
-            pa.array(np.full(count, vw, np.int8)),
-            val_arr,
-        ], schema=PARTIALS_SCHEMA))
+        out.append(
+            pa.RecordBatch.from_arrays(
+                [
+                    pa.array(np.full(count, KIND_DATA, np.int8)),
+                    pa.array(np.asarray(plan.pkeys, np.int32)[sh]),
+                    pa.array(sh),
+                    pa.array(np.full(count, part, np.int32)),
+                    pa.array(np.arange(seq, seq + count, dtype=np.int32)),
+                    pa.array(np.diff(offs)),
+                    pa.array(sp.first[lo:hi]),
+                    pa.array(np.full(count, kw, np.int8)),
+                    key_arr,
+                    pa.array(np.full(count, vw, np.int8)),
+                    val_arr,
+                ],
+                schema=PARTIALS_SCHEMA,
+            )
+        )
         seq += count
         lo = hi
     return out, seq
@@ -349,10 +393,24 @@ def block_to_blobs(keys: np.ndarray, values: np.ndarray, plan: Plan, part: int,
 
 def _stats_batch(plan: Plan, part: int, stats: dict[str, Any]) -> pa.RecordBatch:
     k = part % plan.shards  # spread the statistics rows over the reduce tasks
-    return pa.RecordBatch.from_pylist([{
-        "kind": KIND_STATS, "p": plan.pkeys[k], "shard": k, "part": part, "seq": -1, "n": 0,
-        "first": 0, "kw": 0, "keys": json.dumps(stats).encode(), "vw": 0, "vals": b"",
-    }], schema=PARTIALS_SCHEMA)
+    return pa.RecordBatch.from_pylist(
+        [
+            {
+                "kind": KIND_STATS,
+                "p": plan.pkeys[k],
+                "shard": k,
+                "part": part,
+                "seq": -1,
+                "n": 0,
+                "first": 0,
+                "kw": 0,
+                "keys": json.dumps(stats).encode(),
+                "vw": 0,
+                "vals": b"",
+            }
+        ],
+        schema=PARTIALS_SCHEMA,
+    )
 
 
 def _peak_rss() -> int:
@@ -360,15 +418,16 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def count_partials(batches: Iterable[pa.RecordBatch], plan: Plan, part: int = 0,
-                   counts: np.ndarray | None = None) -> Iterator[pa.RecordBatch]:
+def count_partials(
+    batches: Iterable[pa.RecordBatch], plan: Plan, part: int = 0, counts: np.ndarray | None = None
+) -> Iterator[pa.RecordBatch]:
     """Corpus batches ``doc, ids`` -> blob batches (PARTIALS_SCHEMA); the map task.
 
     The last batch is the task's statistics row (tokens, rows, blocks, partial
     entries, seconds, peak RSS), routed like data so that it reaches the driver
     exactly once even when the task is retried.
     """
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     stats = {"part": part, "tokens": 0, "rows": 0, "blocks": 0, "entries": 0}
 
     def counted(it: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -382,9 +441,16 @@ def count_partials(batches: Iterable[pa.RecordBatch], plan: Plan, part: int = 0,
 
     seq = 0
     blocks = K.count_record_batches(
-        counted(batches), plan.vocab_size, plan.window, plan.weighting,
-        dynamic_window=plan.dynamic_window, subsample=plan.subsample, counts=counts,
-        seed=plan.seed, memory_mb=plan.memory_mb, integer_units=plan.integer_units,
+        counted(batches),
+        plan.vocab_size,
+        plan.window,
+        plan.weighting,
+        dynamic_window=plan.dynamic_window,
+        subsample=plan.subsample,
+        counts=counts,
+        seed=plan.seed,
+        memory_mb=plan.memory_mb,
+        integer_units=plan.integer_units,
     )
     for keys, values in blocks:
         stats["blocks"] += 1
@@ -392,6 +458,7 @@ def count_partials(batches: Iterable[pa.RecordBatch], plan: Plan, part: int = 0,
         out, seq = block_to_blobs(keys, values, plan, part, seq)
         yield from out
     stats["seconds"] = round(time.perf_counter() - start, 3)
+    stats["cpu"] = round(time.process_time() - cpu, 3)
     stats["rss"] = _peak_rss()
     yield _stats_batch(plan, part, stats)
 
@@ -424,13 +491,14 @@ class Blob(NamedTuple):
 def _binary_views(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(offsets int64, data uint8) of a binary array, zero-copy."""
     bufs = arr.buffers()
-    offs = np.frombuffer(bufs[1], np.int32)[arr.offset: arr.offset + len(arr) + 1]
+    offs = np.frombuffer(bufs[1], np.int32)[arr.offset : arr.offset + len(arr) + 1]
     data = np.frombuffer(bufs[2], np.uint8) if bufs[2] is not None else np.empty(0, np.uint8)
     return offs.astype(np.int64), data
 
 
-def read_blobs(batches: Iterable[pa.RecordBatch]
-               ) -> tuple[dict[int, list[Blob]], list[dict[str, Any]]]:
+def read_blobs(
+    batches: Iterable[pa.RecordBatch],
+) -> tuple[dict[int, list[Blob]], list[dict[str, Any]]]:
     """Reduce input -> ({shard: blobs}, [map statistics]); blobs are views of the batches."""
     by_shard: dict[int, list[Blob]] = {}
     map_stats: list[dict[str, Any]] = []
@@ -448,12 +516,13 @@ def read_blobs(batches: Iterable[pa.RecordBatch]
         voffs, vdata = _binary_views(b.column("vals"))
         for r in range(b.num_rows):
             if kind[r] == KIND_STATS:
-                map_stats.append(json.loads(kdata[koffs[r]:koffs[r + 1]].tobytes()))
+                map_stats.append(json.loads(kdata[koffs[r] : koffs[r + 1]].tobytes()))
                 continue
-            deltas = kdata[koffs[r]:koffs[r + 1]].view(np.int32 if kw[r] == 4 else np.int64)
-            values = vdata[voffs[r]:voffs[r + 1]].view(np.float32 if vw[r] == 4 else np.float64)
+            deltas = kdata[koffs[r] : koffs[r + 1]].view(np.int32 if kw[r] == 4 else np.int64)
+            values = vdata[voffs[r] : voffs[r + 1]].view(np.float32 if vw[r] == 4 else np.float64)
             by_shard.setdefault(int(shard[r]), []).append(
-                Blob(int(part[r]), int(seq[r]), int(first[r]), deltas, values))
+                Blob(int(part[r]), int(seq[r]), int(first[r]), deltas, values)
+            )
     return by_shard, map_stats
 
 
@@ -497,8 +566,9 @@ class _ShardWriter:
         import pyarrow.parquet as pq
 
         schema = schemas.COOC.with_metadata(metadata)
-        self.writer = pq.ParquetWriter(stream, schema, compression=COMPRESSION,
-                                       use_dictionary=DICTIONARY)
+        self.writer = pq.ParquetWriter(
+            stream, schema, compression=COMPRESSION, use_dictionary=DICTIONARY
+        )
         self.schema = schema
         self.pending: list[pa.Table] = []
         self.n_pending = 0
@@ -528,7 +598,7 @@ def reduce_shard(k: int, blobs: list[Blob], plan: Plan, out_uri: str) -> dict[st
 
     Returns the shard's statistics: nnz, partials, sum_x, bytes, info.
     """
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     # Summation order is fixed (integer units make it irrelevant, true units do not).
     blobs = sorted(blobs, key=lambda b: (b.part, b.seq))
     total = sum(b.n for b in blobs)
@@ -550,8 +620,9 @@ def reduce_shard(k: int, blobs: list[Blob], plan: Plan, out_uri: str) -> dict[st
     fs.create_dir(f"{root}/{layout.shard_dir(k)}", recursive=True)
     nnz, sum_x, max_x = 0, 0.0, 0.0
     with fs.open_output_stream(tmp) as stream:
-        writer = _ShardWriter(stream, layout.shard_metadata(
-            V, S, k, plan.window, plan.weighting, -1))
+        writer = _ShardWriter(
+            stream, layout.shard_metadata(V, S, k, plan.window, plan.weighting, -1)
+        )
         for r in range(bounds.size + 1):
             parts = []
             for b, (pos, base) in zip(blobs, cuts, strict=True):
@@ -575,25 +646,49 @@ def reduce_shard(k: int, blobs: list[Blob], plan: Plan, out_uri: str) -> dict[st
         writer.close()
     fs.move(tmp, final)
     size = fs.get_file_info(final).size
-    info = {"seconds": round(time.perf_counter() - start, 3), "rss": _peak_rss(),
-            "blobs": len(blobs), "ranges": int(bounds.size + 1), "max_x": max_x}
-    return {"shard": k, "nnz": nnz, "partials": total, "sum_x": sum_x, "bytes": size,
-            "info": info}
+    info = {
+        "seconds": round(time.perf_counter() - start, 3),
+        "cpu": round(time.process_time() - cpu, 3),
+        "rss": _peak_rss(),
+        "blobs": len(blobs),
+        "ranges": int(bounds.size + 1),
+        "max_x": max_x,
+    }
+    return {"shard": k, "nnz": nnz, "partials": total, "sum_x": sum_x, "bytes": size, "info": info}
 
 
-def reduce_partials(batches: Iterable[pa.RecordBatch], plan: Plan, out_uri: str,
-                    partition: int = -1) -> Iterator[pa.RecordBatch]:
+def reduce_partials(
+    batches: Iterable[pa.RecordBatch], plan: Plan, out_uri: str, partition: int = -1
+) -> Iterator[pa.RecordBatch]:
     """The reduce task: every shard among ``batches`` -> its file; yields STATS_SCHEMA rows."""
     by_shard, map_stats = read_blobs(batches)
     rows = []
     for k in sorted(by_shard):
         st = reduce_shard(k, by_shard.pop(k), plan, out_uri)  # pop: free each shard's views
         st["info"]["partition"] = partition
-        rows.append({"kind": KIND_DATA, "shard": k, "nnz": st["nnz"], "partials": st["partials"],
-                     "sum_x": st["sum_x"], "bytes": st["bytes"], "info": json.dumps(st["info"])})
+        rows.append(
+            {
+                "kind": KIND_DATA,
+                "shard": k,
+                "nnz": st["nnz"],
+                "partials": st["partials"],
+                "sum_x": st["sum_x"],
+                "bytes": st["bytes"],
+                "info": json.dumps(st["info"]),
+            }
+        )
     for ms in map_stats:
-        rows.append({"kind": KIND_STATS, "shard": -1, "nnz": 0, "partials": 0, "sum_x": 0.0,
-                     "bytes": 0, "info": json.dumps(ms)})
+        rows.append(
+            {
+                "kind": KIND_STATS,
+                "shard": -1,
+                "nnz": 0,
+                "partials": 0,
+                "sum_x": 0.0,
+                "bytes": 0,
+                "info": json.dumps(ms),
+            }
+        )
     if rows:
         yield pa.RecordBatch.from_pylist(rows, schema=STATS_SCHEMA)
 
@@ -606,8 +701,12 @@ def write_empty_shard(out_uri: str, plan: Plan, k: int) -> int:
 
     meta = layout.shard_metadata(plan.vocab_size, plan.shards, k, plan.window, plan.weighting, -1)
     buf = io.BytesIO()
-    pq.write_table(schemas.COOC.with_metadata(meta).empty_table(), buf, compression=COMPRESSION,
-                   use_dictionary=DICTIONARY)
+    pq.write_table(
+        schemas.COOC.with_metadata(meta).empty_table(),
+        buf,
+        compression=COMPRESSION,
+        use_dictionary=DICTIONARY,
+    )
     data = buf.getvalue()
     fsutil.write_bytes_atomic(fsutil.join(out_uri, layout.shard_file(k)), data)
     return len(data)
@@ -622,6 +721,7 @@ def _map_task(plan: Plan, tasks: list[list[Slice]], counts: np.ndarray | None):
         for b in batches:
             for t in b.column("id").to_pylist():
                 yield from count_partials(read_slices(tasks[t]), plan, int(t), counts)
+
     return fn
 
 
@@ -631,6 +731,7 @@ def _reduce_task(plan: Plan, out_uri: str):
 
         ctx = TaskContext.get()
         yield from reduce_partials(batches, plan, out_uri, ctx.partitionId() if ctx else -1)
+
     return fn
 
 
@@ -693,24 +794,32 @@ class SparkJobWatch:
         except Exception:  # not (yet) in the store: treat as no data
             return None
 
-    def metrics(self, wait: float = 5.0) -> dict[str, int]:
-        """Shuffle bytes/records written and executor run time, summed over the stages."""
+    def metrics(self, wait: float = 5.0) -> dict[str, float]:
+        """Shuffle bytes/records written, task run time and JVM CPU, summed over the stages."""
         deadline = time.perf_counter() + wait
         while True:
             data = [self._stage_data(s) for s in self.stage_ids()]
-            done = all(d is not None and str(d.status()) in ("COMPLETE", "SKIPPED", "FAILED")
-                       for d in data)
+            done = all(
+                d is not None and str(d.status()) in ("COMPLETE", "SKIPPED", "FAILED") for d in data
+            )
             if done or time.perf_counter() > deadline:
                 break
             time.sleep(0.05)  # the listener bus trails the job's end by a few ms
-        out = {"shuffle_bytes": 0, "shuffle_records": 0, "executor_seconds": 0, "stages": 0}
+        out = {
+            "shuffle_bytes": 0,
+            "shuffle_records": 0,
+            "executor_seconds": 0.0,
+            "jvm_cpu_seconds": 0.0,
+            "stages": 0,
+        }
         for d in data:
             if d is None:
                 continue
             out["stages"] += 1
             out["shuffle_bytes"] += int(d.shuffleWriteBytes())
             out["shuffle_records"] += int(d.shuffleWriteRecords())
-            out["executor_seconds"] += int(d.executorRunTime()) // 1000
+            out["executor_seconds"] += int(d.executorRunTime()) / 1000
+            out["jvm_cpu_seconds"] += int(d.executorCpuTime()) / 1e9  # JVM threads only
         return out
 
     def _progress(self) -> None:
@@ -729,9 +838,13 @@ class SparkJobWatch:
                     d = self._stage_data(sid)
                     if d is not None:
                         shuffle += int(d.shuffleWriteBytes())
-                logger.info("%-8s %.0fs: %s, shuffle written %s", self.label,
-                            time.perf_counter() - self.start, ", ".join(parts) or "starting",
-                            human_bytes(shuffle))
+                logger.info(
+                    "%-8s %.0fs: %s, shuffle written %s",
+                    self.label,
+                    time.perf_counter() - self.start,
+                    ", ".join(parts) or "starting",
+                    human_bytes(shuffle),
+                )
             except Exception as e:  # progress is best effort; never fail the stage for it
                 logger.debug("progress poll failed: %s", e)
 
@@ -759,24 +872,35 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
     S = plan.shards
     est = estimate_partials(kept, plan.window)
     # Map: the kernel's soft budget plus one emitted block and its blobs.
-    check_task_memory(spark, int(1.5 * (plan.memory_mb << 20)), "cooccur counting",
-                      "cooccur.memory_mb")
-    check_task_memory(spark, est // S * BLOB_BYTES_PER_ENTRY + (plan.memory_mb << 19),
-                      f"cooccur reduce of one shard (~{human_count(est / S)} partial entries)",
-                      "cooccur.memory_mb or raise cooccur.shards")
+    check_task_memory(
+        spark, int(1.5 * (plan.memory_mb << 20)), "cooccur counting", "cooccur.memory_mb"
+    )
+    check_task_memory(
+        spark,
+        est // S * BLOB_BYTES_PER_ENTRY + (plan.memory_mb << 19),
+        f"cooccur reduce of one shard (~{human_count(est / S)} partial entries)",
+        "cooccur.memory_mb or raise cooccur.shards",
+    )
     counts = None
     if plan.subsample > 0.0:
         counts = read_vocab(run_dir).column("count").to_numpy().astype(np.int64)
     tmp = run_dir.begin("cooccur")
-    with _sql_conf(spark, {
-        "spark.sql.execution.arrow.maxBytesPerBatch": str(MAX_BATCH_BYTES),
-    }), Timer() as t:
+    with (
+        _sql_conf(
+            spark,
+            {
+                "spark.sql.execution.arrow.maxBytesPerBatch": str(MAX_BATCH_BYTES),
+            },
+        ),
+        Timer() as t,
+    ):
         groups = corpus_row_groups(run_dir.path("corpus"))
         total_ids = sum(g[3] for g in groups)
         n_tasks = cfg.input.partitions or default_map_tasks(total_ids, default_parallelism(spark))
         tasks = plan_slices(groups, n_tasks)
         partials = spark.range(n_tasks, numPartitions=n_tasks).mapInArrow(
-            _map_task(plan, tasks, counts), PARTIALS_DDL)
+            _map_task(plan, tasks, counts), PARTIALS_DDL
+        )
         reduced = partials.repartition(S, "p").mapInArrow(_reduce_task(plan, tmp), STATS_DDL)
         with SparkJobWatch(spark, "cooccur") as watch:
             try:
@@ -795,8 +919,14 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
         shards[r["shard"]] = {**r.asDict(), "info": json.loads(r["info"])}
     for k in range(S):
         if k not in shards:  # no partial reached it (tiny corpus, more shards than rows)
-            shards[k] = {"shard": k, "nnz": 0, "partials": 0, "sum_x": 0.0,
-                         "bytes": write_empty_shard(tmp, plan, k), "info": {}}
+            shards[k] = {
+                "shard": k,
+                "nnz": 0,
+                "partials": 0,
+                "sum_x": 0.0,
+                "bytes": write_empty_shard(tmp, plan, k),
+                "info": {},
+            }
     _remove_stray_files(tmp, S)
     nnz = sum(s["nnz"] for s in shards.values())
     sum_x = math.fsum(shards[k]["sum_x"] for k in range(S))
@@ -804,8 +934,10 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
     tokens = sum(m["tokens"] for m in map_stats)
     docs = sum(m["rows"] for m in map_stats)
     shard_bytes = [int(shards[k]["bytes"]) for k in range(S)]
-    peak_rss = max([m.get("rss", 0) for m in map_stats]
-                   + [s["info"].get("rss", 0) for s in shards.values()] or [0])
+    peak_rss = max(
+        [m.get("rss", 0) for m in map_stats] + [s["info"].get("rss", 0) for s in shards.values()]
+        or [0]
+    )
     rate = tokens / max(t.seconds, 1e-9)
     summary = (
         f"{human_count(nnz)} non-zeros (V {V:,}, S {S}, window {plan.window} {plan.weighting}) "
@@ -816,40 +948,63 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
         f"({human_bytes(sum(shard_bytes))}), peak task RSS {human_bytes(peak_rss)}"
     )
     if max(s["partials"] for s in shards.values()) * BLOB_BYTES_PER_ENTRY > plan.memory_mb << 20:
-        logger.warning("cooccur  the largest shard received %s partial entries, more than "
-                       "cooccur.memory_mb plans for; raise cooccur.shards (now %d)",
-                       human_count(max(s["partials"] for s in shards.values())), S)
-    record = run_dir.commit("cooccur", tmp, {
-        "fingerprint": fp,
-        "config": {"cooccur": to_dict(ccfg)},
-        "inputs": {"vocab": vocab_rec["fingerprint"], "encode": enc_rec["fingerprint"]},
-        "counts": {
-            "vocab_size": V, "shards": S, "window": plan.window, "weighting": plan.weighting,
-            "dynamic_window": plan.dynamic_window, "subsample": plan.subsample,
-            "min_x": plan.min_x, "weight_denominator": plan.denominator,
-            "nnz": nnz, "sum_x": sum_x, "tokens": tokens, "documents": docs,
-            "map_tasks": len(map_stats),
-            "reduce_tasks": len({s["info"].get("partition") for s in shards.values()
-                                 if s["info"]}),
-            "partial_entries": partial_entries,
-            "partial_entries_estimate": est,
-            "shuffle_bytes": metrics["shuffle_bytes"],
-            "shuffle_records": metrics["shuffle_records"],
-            "bytes": sum(shard_bytes),
-            "peak_task_rss": peak_rss,
-            "shard_nnz": [int(shards[k]["nnz"]) for k in range(S)],
-            "shard_bytes": shard_bytes,
-            "shard_partials": [int(shards[k]["partials"]) for k in range(S)],
+        logger.warning(
+            "cooccur  the largest shard received %s partial entries, more than "
+            "cooccur.memory_mb plans for; raise cooccur.shards (now %d)",
+            human_count(max(s["partials"] for s in shards.values())),
+            S,
+        )
+    record = run_dir.commit(
+        "cooccur",
+        tmp,
+        {
+            "fingerprint": fp,
+            "config": {"cooccur": to_dict(ccfg)},
+            "inputs": {"vocab": vocab_rec["fingerprint"], "encode": enc_rec["fingerprint"]},
+            "counts": {
+                "vocab_size": V,
+                "shards": S,
+                "window": plan.window,
+                "weighting": plan.weighting,
+                "dynamic_window": plan.dynamic_window,
+                "subsample": plan.subsample,
+                "min_x": plan.min_x,
+                "weight_denominator": plan.denominator,
+                "nnz": nnz,
+                "sum_x": sum_x,
+                "tokens": tokens,
+                "documents": docs,
+                "map_tasks": len(map_stats),
+                "reduce_tasks": len(
+                    {s["info"].get("partition") for s in shards.values() if s["info"]}
+                ),
+                "partial_entries": partial_entries,
+                "partial_entries_estimate": est,
+                "shuffle_bytes": metrics["shuffle_bytes"],
+                "shuffle_records": metrics["shuffle_records"],
+                "bytes": sum(shard_bytes),
+                "peak_task_rss": peak_rss,
+                "shard_nnz": [int(shards[k]["nnz"]) for k in range(S)],
+                "shard_bytes": shard_bytes,
+                "shard_partials": [int(shards[k]["partials"]) for k in range(S)],
+            },
+            "timings": {
+                "seconds": round(t.seconds, 3),
+                "tokens_per_second": round(rate),
+                "map_task_seconds": round(sum(m.get("seconds", 0.0) for m in map_stats), 3),
+                "reduce_task_seconds": round(
+                    sum(s["info"].get("seconds", 0.0) for s in shards.values()), 3
+                ),
+                "map_task_cpu_seconds": round(sum(m.get("cpu", 0.0) for m in map_stats), 3),
+                "reduce_task_cpu_seconds": round(
+                    sum(s["info"].get("cpu", 0.0) for s in shards.values()), 3
+                ),
+                "executor_seconds": round(metrics["executor_seconds"], 3),
+                "jvm_cpu_seconds": round(metrics["jvm_cpu_seconds"], 3),
+            },
+            "summary": summary,
         },
-        "timings": {
-            "seconds": round(t.seconds, 3), "tokens_per_second": round(rate),
-            "map_task_seconds": round(sum(m.get("seconds", 0.0) for m in map_stats), 3),
-            "reduce_task_seconds": round(sum(s["info"].get("seconds", 0.0)
-                                             for s in shards.values()), 3),
-            "executor_seconds": metrics["executor_seconds"],
-        },
-        "summary": summary,
-    })
+    )
     logger.info("cooccur  %s", summary)
     return StageResult("cooccur", False, record, t.seconds, summary)
 

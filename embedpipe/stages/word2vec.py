@@ -470,11 +470,12 @@ def _train_round(
     syn1: np.ndarray,
     s: RoundSettings,
     merge: Merge,
-) -> tuple[np.ndarray, np.ndarray, list[TaskStats], int, list[float]]:
+) -> tuple[np.ndarray, np.ndarray, list[TaskStats], int, list[float], float]:
     """One round: broadcast, train every partition, stream the rows back, merge.
 
-    Returns the merged matrices, the tasks' stats, the bytes returned and the Procrustes
-    rotation deviations (empty for the average merge).
+    Returns the merged matrices, the tasks' stats, the bytes returned, the Procrustes
+    rotation deviations (empty for the average merge) and the wall time of the training
+    job (all partitions, queued ones included when S exceeds the cores).
     """
     from pyspark import StorageLevel
 
@@ -485,7 +486,9 @@ def _train_round(
         # Persist, then count: every partition trains concurrently; toLocalIterator then
         # fetches one partition's rows at a time instead of holding all S in the driver.
         results = data.mapPartitions(task).persist(StorageLevel.MEMORY_AND_DISK)
+        t_train = time.perf_counter()
         _spark_call(results.count)
+        train_wall = time.perf_counter() - t_train
         stats: list[TaskStats] = []
         returned = [0]
         deviations: list[float] = []
@@ -506,7 +509,7 @@ def _train_round(
         if results is not None:
             results.unpersist()
         bc.destroy()
-    return new0, new1, stats, returned[0], deviations
+    return new0, new1, stats, returned[0], deviations, train_wall
 
 
 # ----------------------------------------------------------------------- run
@@ -755,7 +758,7 @@ def _train_epoch(
         )  # fmt: skip
         t0 = time.perf_counter()
         try:
-            syn0, syn1, stats, returned, dev = _train_round(
+            syn0, syn1, stats, returned, dev, train = _train_round(
                 sc, data, tables_bc, syn0, syn1, s, w.merge
             )
         except TrainingDivergedError as e:
@@ -765,7 +768,7 @@ def _train_epoch(
                 "word2vec.rounds_per_epoch, and re-run with --force"
             ) from e
         seconds = time.perf_counter() - t0
-        train = max((st.seconds for st in stats), default=0.0)
+        kernel = max((st.seconds for st in stats), default=0.0)
         r_loss = sum(st.loss_sum for st in stats)
         r_terms = sum(st.loss_terms for st in stats)
         loss_sum, loss_terms = loss_sum + r_loss, loss_terms + r_terms
@@ -783,6 +786,7 @@ def _train_epoch(
         state["rounds"].append({
             "epoch": epoch, "round": r + 1, "loss": r_loss_mean, "alpha": lr,
             "words": round_words, "seconds": round(seconds, 3), "train_seconds": round(train, 3),
+            "task_seconds_max": round(kernel, 3),
             "words_per_second": round(rate), "result_bytes": returned,
             **({"rotation_deviation_max": max(dev)} if dev else {}),
         })  # fmt: skip

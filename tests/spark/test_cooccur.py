@@ -60,8 +60,7 @@ def write_lines(path, lines):
 
 def vocab_index(run):
     table = vocab.read_vocab(run)
-    return dict(zip(table.column("token").to_pylist(), table.column("id").to_pylist(),
-                    strict=True))
+    return dict(zip(table.column("token").to_pylist(), table.column("id").to_pylist(), strict=True))
 
 
 def reference_docs(lines, run, tokenizer="regex", max_doc_tokens=10000):
@@ -70,7 +69,7 @@ def reference_docs(lines, run, tokenizer="regex", max_doc_tokens=10000):
     docs = []
     for line in lines:
         ids = [index[t] for t in reference_tokenize(line, tokenizer) if t in index]
-        docs.extend(ids[s:s + max_doc_tokens] for s in range(0, len(ids), max_doc_tokens))
+        docs.extend(ids[s : s + max_doc_tokens] for s in range(0, len(ids), max_doc_tokens))
     return docs
 
 
@@ -86,8 +85,15 @@ class Base:
 
 def make_base(spark, root, lines, *overrides, tokenizer="regex", max_doc_tokens=10000):
     path = write_lines(root / "corpus.txt", lines)
-    cfg = load_config(None, [f"input.path={path}", f"vocab.tokenizer={tokenizer}",
-                             f"encode.max_doc_tokens={max_doc_tokens}", *overrides])
+    cfg = load_config(
+        None,
+        [
+            f"input.path={path}",
+            f"vocab.tokenizer={tokenizer}",
+            f"encode.max_doc_tokens={max_doc_tokens}",
+            *overrides,
+        ],
+    )
     run = RunDir(str(root / "base"))
     vocab.run(spark, cfg, run)
     encode.run(spark, cfg, run)
@@ -109,23 +115,31 @@ def cooc_run(spark, base, root, name, *overrides):
 def sample(spark, tmp_path_factory):
     """1500 lines of the vendored sample, min_count 2 (so OOV removal matters), many files."""
     root = tmp_path_factory.mktemp("cooc_sample")
-    return make_base(spark, root, head_lines(SAMPLE, 1500), "vocab.min_count=2",
-                     "encode.file_tokens=1000")
+    return make_base(
+        spark, root, head_lines(SAMPLE, 1500), "vocab.min_count=2", "encode.file_tokens=1000"
+    )
 
 
 @pytest.fixture(scope="module")
 def pieces(spark, tmp_path_factory):
     """Documents cut into 7-token rows spread over ~40 files: documents cross partitions."""
     root = tmp_path_factory.mktemp("cooc_pieces")
-    return make_base(spark, root, head_lines(SAMPLE, 1200)[200:], "vocab.min_count=2",
-                     "encode.file_tokens=1000", max_doc_tokens=7)
+    return make_base(
+        spark,
+        root,
+        head_lines(SAMPLE, 1200)[200:],
+        "vocab.min_count=2",
+        "encode.file_tokens=1000",
+        max_doc_tokens=7,
+    )
 
 
 @pytest.fixture(scope="module")
 def sample_run(spark, sample, tmp_path_factory):
     """The default settings (harmonic, window 10) on the sample: shared by reader tests."""
-    return cooc_run(spark, sample, tmp_path_factory.mktemp("cooc_default"), "run",
-                    "cooccur.shards=4")
+    return cooc_run(
+        spark, sample, tmp_path_factory.mktemp("cooc_default"), "run", "cooccur.shards=4"
+    )
 
 
 # ---------------------------------------------------------------- exactness
@@ -139,8 +153,15 @@ SHARDS_FOR_WINDOW = {1: 1, 2: 4, 5: 16, 10: 3}
 @pytest.mark.parametrize("window", [1, 2, 5, 10])
 def test_equals_double_loop_reference(spark, sample, tmp_path, weighting, window):
     S = SHARDS_FOR_WINDOW[window]
-    run = cooc_run(spark, sample, tmp_path, "run", f"cooccur.window={window}",
-                   f"cooccur.weighting={weighting}", f"cooccur.shards={S}")
+    run = cooc_run(
+        spark,
+        sample,
+        tmp_path,
+        "run",
+        f"cooccur.window={window}",
+        f"cooccur.weighting={weighting}",
+        f"cooccur.shards={S}",
+    )
     m = C.read_matrix(run)
     ref = reference(sample.docs, window, weighting)
     assert_matches(m, ref)
@@ -163,8 +184,14 @@ def test_same_files_for_1_3_8_partitions(spark, pieces, tmp_path):
     ref = reference(pieces.docs, 10)
     shard_bytes = {}
     for parts, S in [(1, 4), (3, 4), (8, 4), (3, 16)]:
-        run = cooc_run(spark, pieces, tmp_path, f"p{parts}s{S}", f"input.partitions={parts}",
-                       f"cooccur.shards={S}")
+        run = cooc_run(
+            spark,
+            pieces,
+            tmp_path,
+            f"p{parts}s{S}",
+            f"input.partitions={parts}",
+            f"cooccur.shards={S}",
+        )
         rec = run.record("cooccur")["counts"]
         assert rec["shards"] == S
         assert rec["map_tasks"] >= parts and (parts > 1 or rec["map_tasks"] == 1)
@@ -184,10 +211,19 @@ def test_en_open_equals_reference_with_documents_across_partitions(spark, tmp_pa
     gz = tmp_path / "tok.txt.gz"
     with gzip.open(gz, "wt", encoding="utf-8") as f:
         f.writelines(line + "\n" for line in lines)
-    cfg = load_config(None, [f"input.path={gz}", "vocab.tokenizer=whitespace",
-                             "vocab.min_count=2", "encode.max_doc_tokens=25",
-                             "encode.file_tokens=2000", "input.partitions=6",
-                             "cooccur.shards=4", "cooccur.memory_mb=16"])
+    cfg = load_config(
+        None,
+        [
+            f"input.path={gz}",
+            "vocab.tokenizer=whitespace",
+            "vocab.min_count=2",
+            "encode.max_doc_tokens=25",
+            "encode.file_tokens=2000",
+            "input.partitions=6",
+            "cooccur.shards=4",
+            "cooccur.memory_mb=16",
+        ],
+    )
     run = RunDir(str(tmp_path / "run"))
     for stage in (vocab, encode, cooccur):
         stage.run(spark, cfg, run)
@@ -203,18 +239,25 @@ def test_glove_semantics_on_a_hand_computed_corpus(spark, tmp_path):
     # min_count 2 drops "x": b and c become neighbours in line 3 (OOV removed before
     # windowing); lines are boundaries (c of line 1 never meets a of line 2); "a a"
     # adds 1 to X[a, a] from each side, as glove.c does.
-    base = make_base(spark, tmp_path, ["a b c", "a a", "b x c"], "vocab.min_count=2",
-                     tokenizer="whitespace")
+    base = make_base(
+        spark, tmp_path, ["a b c", "a a", "b x c"], "vocab.min_count=2", tokenizer="whitespace"
+    )
     idx = vocab_index(base.run)
     a, b, c = idx["a"], idx["b"], idx["c"]
     assert "x" not in idx
     harmonic = {(a, b): 1, (b, a): 1, (b, c): 2, (c, b): 2, (a, c): 0.5, (c, a): 0.5, (a, a): 2}
     for name, overrides, want in [
         ("h2", ["cooccur.window=2"], harmonic),
-        ("u2", ["cooccur.window=2", "cooccur.weighting=uniform"], {**harmonic, (a, c): 1,
-                                                                   (c, a): 1}),
-        ("h1", ["cooccur.window=1", "cooccur.shards=2"],
-         {key: v for key, v in harmonic.items() if key not in ((a, c), (c, a))}),
+        (
+            "u2",
+            ["cooccur.window=2", "cooccur.weighting=uniform"],
+            {**harmonic, (a, c): 1, (c, a): 1},
+        ),
+        (
+            "h1",
+            ["cooccur.window=1", "cooccur.shards=2"],
+            {key: v for key, v in harmonic.items() if key not in ((a, c), (c, a))},
+        ),
     ]:
         run = cooc_run(spark, base, tmp_path, name, *overrides)
         assert as_dict(C.read_matrix(run)) == want, name
@@ -232,22 +275,32 @@ def test_min_x_drops_small_entries(spark, sample, tmp_path):
 def test_dynamic_window_and_subsampling_are_the_kernels_and_seeded(spark, pieces, tmp_path):
     opts = ["cooccur.dynamic_window=true", "cooccur.subsample=1e-3", "cooccur.window=5"]
     a = C.read_matrix(cooc_run(spark, pieces, tmp_path, "a", *opts, "input.partitions=1"))
-    b = C.read_matrix(cooc_run(spark, pieces, tmp_path, "b", *opts, "input.partitions=5",
-                               "cooccur.shards=3"))
+    b = C.read_matrix(
+        cooc_run(spark, pieces, tmp_path, "b", *opts, "input.partitions=5", "cooccur.shards=3")
+    )
     c = C.read_matrix(cooc_run(spark, pieces, tmp_path, "c", *opts, "cooccur.seed=2"))
     assert (a != b).nnz == 0
     assert (a != c).nnz > 0
     # The stage adds nothing to the kernel: one kernel call over all rows gives the same.
     table = ds.dataset(pieces.run.path("corpus"), format="parquet").to_table()
     counts = vocab.read_vocab(pieces.run).column("count").to_numpy()
-    blocks = K.count_arrow_lists(table.column("ids"), pieces.V, 5, dynamic_window=True,
-                                 subsample=1e-3, counts=counts, seed=1,
-                                 doc_keys=table.column("doc"), integer_units=True)
+    blocks = K.count_arrow_lists(
+        table.column("ids"),
+        pieces.V,
+        5,
+        dynamic_window=True,
+        subsample=1e-3,
+        counts=counts,
+        seed=1,
+        doc_keys=table.column("doc"),
+        integer_units=True,
+    )
     keys, values = K.merge_sorted_blocks(blocks)
     values = values / K.weight_denominator(5)
     i, j = K.keys_to_ij(keys, pieces.V)
-    assert as_dict(a) == {(int(p), int(q)): float(np.float32(x))
-                          for p, q, x in zip(i, j, values, strict=True)}
+    assert as_dict(a) == {
+        (int(p), int(q)): float(np.float32(x)) for p, q, x in zip(i, j, values, strict=True)
+    }
     assert (a != a.T).nnz > 0  # dynamic windows are symmetric only in expectation
 
 
@@ -258,8 +311,12 @@ def test_manifest_stats_and_skip(spark, sample, sample_run):
     rec = sample_run.record("cooccur")
     c = rec["counts"]
     meta = C.verify(sample_run)
-    assert (meta.vocab_size, meta.shards, meta.window, meta.weighting) == (sample.V, 4, 10,
-                                                                            "harmonic")
+    assert (meta.vocab_size, meta.shards, meta.window, meta.weighting) == (
+        sample.V,
+        4,
+        10,
+        "harmonic",
+    )
     sizes = [len(fsutil.read_bytes(C.shard_uri(sample_run, k))) for k in range(4)]
     assert c["shard_bytes"] == sizes and sum(c["shard_nnz"]) == c["nnz"]
     assert c["partial_entries"] >= c["nnz"] and c["shuffle_bytes"] > 0
@@ -301,7 +358,8 @@ def test_files_readable_without_embedpipe(sample_run):
     assert ((df["i"] % 4) == df["shard"].astype(int)).all()
     n, total, bad = duckdb.sql(
         f"select count(*), sum(x), sum(case when i % 4 != shard then 1 else 0 end) "
-        f"from read_parquet('{root}/*/*.parquet', hive_partitioning = true)").fetchall()[0]
+        f"from read_parquet('{root}/*/*.parquet', hive_partitioning = true)"
+    ).fetchall()[0]
     assert n == c["nnz"] and bad == 0 and total == pytest.approx(c["sum_x"], rel=1e-9)
 
 
@@ -361,14 +419,15 @@ def test_spark_hash_partitioner_is_reproduced(spark):
     from pyspark.sql import functions as F
 
     values = [0, 1, 2, 7, 42, -1, -7, 2**31 - 1, -(2**31), 123456789]
-    got = spark.createDataFrame([(v,) for v in values], "v int").select(
-        F.hash("v").alias("h")).collect()
-    assert [r["h"] for r in got] == [cooccur.spark_hash_int(v) for v in values]
-    for S in (1, 4, 16, 37):
-        keys = cooccur.partition_keys(S)
-        rows = spark.createDataFrame([(p,) for p in keys], "p int").select(
-            F.pmod(F.hash("p"), F.lit(S)).alias("k")).collect()
-        assert [r["k"] for r in rows] == list(range(S))
+    cases = [(p, S, k) for S in (1, 4, 16, 37) for k, p in enumerate(cooccur.partition_keys(S))]
+    rows = [(v, 1, -1) for v in values] + cases
+    got = (
+        spark.createDataFrame(rows, "v int, S int, k int")
+        .select(F.hash("v").alias("h"), F.pmod(F.hash("v"), F.col("S")).alias("m"), "k")
+        .collect()
+    )
+    assert [r["h"] for r in got[: len(values)]] == [cooccur.spark_hash_int(v) for v in values]
+    assert [r["m"] for r in got[len(values) :]] == [k for _, _, k in cases]
 
 
 def test_blobs_and_ranged_reduce_equal_one_merge(sample, tmp_path, monkeypatch):
@@ -383,22 +442,27 @@ def test_blobs_and_ranged_reduce_equal_one_merge(sample, tmp_path, monkeypatch):
         plan = cooccur.make_plan(CooccurConfig(shards=3, memory_mb=16), sample.V, 1)
         batches = list(cooccur.count_partials(table.to_batches(max_chunksize=500), plan, 0))
         batches += list(cooccur.count_partials(table.to_batches(max_chunksize=300), plan, 1))
-        stats = [r for b in cooccur.reduce_partials(batches, plan, str(tmp_path / name))
-                 for r in b.to_pylist()]
+        stats = [
+            r
+            for b in cooccur.reduce_partials(batches, plan, str(tmp_path / name))
+            for r in b.to_pylist()
+        ]
         data = [r for r in stats if r["kind"] == cooccur.KIND_DATA]
         assert sorted(r["shard"] for r in data) == [0, 1, 2]
         ranges = [json.loads(r["info"])["ranges"] for r in data]
         assert max(ranges) == 1 if name == "one" else min(ranges) > 3
         outs[name] = [pq.read_table(tmp_path / name / C.shard_file(k)) for k in range(3)]
-        tokens = sum(json.loads(r["info"])["tokens"] for r in stats
-                     if r["kind"] == cooccur.KIND_STATS)
+        tokens = sum(
+            json.loads(r["info"])["tokens"] for r in stats if r["kind"] == cooccur.KIND_STATS
+        )
         assert tokens == 2 * sum(len(d) for d in sample.docs)
     for a, b in zip(outs["one"], outs["many"], strict=True):
         assert a.equals(b)
     merged = pa.concat_tables(outs["one"])
     ref = reference(sample.docs, 10)
-    got = {(i, j): x for i, j, x in zip(*(merged.column(c).to_pylist() for c in "ijx"),
-                                         strict=True)}
+    got = {
+        (i, j): x for i, j, x in zip(*(merged.column(c).to_pylist() for c in "ijx"), strict=True)
+    }
     assert got.keys() == ref.keys()
     assert all(abs(got[k] - 2 * ref[k]) <= 2e-6 * ref[k] for k in ref)
 
