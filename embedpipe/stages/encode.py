@@ -117,6 +117,102 @@ def encode_batches(
         yield flush()
 
 
+#: Codec of the corpus files: fast to decode, which the trainers do every epoch.
+COMPRESSION = "snappy"
+#: One row per task returned to the driver: what the task wrote.
+WRITTEN_DDL = "partition int, files int, rows long, ids long"
+_WRITTEN_SCHEMA = pa.schema([("partition", pa.int32()), ("files", pa.int32()),
+                             ("rows", pa.int64()), ("ids", pa.int64())])
+
+
+def part_name(partition: int, seq: int) -> str:
+    """File name of a task's ``seq``-th corpus file; the names sort in corpus order."""
+    return f"part-{partition:05d}-{seq:05d}.parquet"
+
+
+class CorpusWriter:
+    """Writes one task's encoded batches as ``part-PPPPP-SSSSS.parquet`` files.
+
+    Each batch becomes one row group (readers split work by row groups) and a file
+    is closed once it holds ``file_tokens`` ids. A file is written under a hidden
+    temporary name (Spark and our readers skip names starting with ``.``) and then
+    renamed: a retried or speculative task writes the same names with the same bytes,
+    so whichever attempt renames last, every file is whole.
+    """
+
+    def __init__(self, out_uri: str, partition: int, file_tokens: int, attempt: int = 0) -> None:
+        self.fs, self.root = fsutil.resolve(out_uri)
+        self.partition, self.file_tokens, self.attempt = partition, file_tokens, attempt
+        self.files = self.rows = self.ids = 0
+        self._writer = None
+        self._tmp = self._final = ""
+        self._file_ids = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Append a ``doc, ids`` batch (one row group)."""
+        import pyarrow.parquet as pq
+
+        if batch.num_rows == 0:
+            return
+        if self._writer is None:
+            name = part_name(self.partition, self.files)
+            self._final = f"{self.root}/{name}"
+            self._tmp = f"{self.root}/.{name}.{self.attempt}.tmp"
+            self._stream = self.fs.open_output_stream(self._tmp)
+            self._writer = pq.ParquetWriter(self._stream, schemas.CORPUS, compression=COMPRESSION)
+        self._writer.write_batch(batch, row_group_size=batch.num_rows)
+        n = len(batch.column("ids").values)
+        self.rows += batch.num_rows
+        self.ids += n
+        self._file_ids += n
+        if self._file_ids >= self.file_tokens:
+            self._close_file()
+
+    def _close_file(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._stream.close()
+        self.fs.move(self._tmp, self._final)
+        self._writer = None
+        self.files += 1
+        self._file_ids = 0
+
+    def close(self) -> pa.RecordBatch:
+        """Finish the last file; returns the task's one-row summary (WRITTEN_DDL)."""
+        self._close_file()
+        return pa.RecordBatch.from_arrays(
+            [pa.array([self.partition], pa.int32()), pa.array([self.files], pa.int32()),
+             pa.array([self.rows], pa.int64()), pa.array([self.ids], pa.int64())],
+            schema=_WRITTEN_SCHEMA,
+        )
+
+
+def encode_and_write(
+    batches: Iterable[pa.RecordBatch],
+    vocab_tokens: pa.Array,
+    first_line: dict[tuple[str, int], int],
+    vcfg: VocabConfig,
+    max_doc_tokens: int,
+    out_uri: str,
+    file_tokens: int,
+) -> Iterator[pa.RecordBatch]:
+    """The encode task: encode its lines and write them straight to Parquet files.
+
+    Writing from Python avoids handing every id back to the JVM (whose Arrow to row
+    to Parquet conversion of list columns cost more than the encoding itself).
+    """
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    partition = ctx.partitionId() if ctx else 0
+    attempt = ctx.taskAttemptId() if ctx else 0
+    writer = CorpusWriter(out_uri, partition, file_tokens, attempt)
+    for batch in encode_batches(batches, vocab_tokens, first_line, vcfg, max_doc_tokens):
+        writer.write(batch)
+    yield writer.close()
+
+
 def first_lines(rows: Iterable[tuple[str, int, int]]) -> dict[tuple[str, int], int]:
     """(file, block, lines) rows -> first corpus line number of every split."""
     first: dict[tuple[str, int], int] = {}
@@ -131,6 +227,14 @@ def count_split_lines(lines) -> dict[tuple[str, int], int]:
     """First line number of every split from a JVM-only count (the fallback pass)."""
     counts = lines.groupBy("file", "block").count().collect()
     return first_lines((r["file"], int(r["block"]), int(r["count"])) for r in counts)
+
+
+def _remove_temporaries(uri: str) -> None:
+    """Delete the hidden temporaries that killed task attempts may have left."""
+    fs, _ = fsutil.resolve(uri)
+    for path, _size in fsutil.list_files(uri):
+        if path.rsplit("/", 1)[-1].startswith("."):
+            fs.delete_file(path)
 
 
 def _footer_counts(uri: str) -> tuple[int, int, int]:
@@ -167,22 +271,21 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
         vocab_bc = spark.sparkContext.broadcast(vocab.column("token").combine_chunks())
         vcfg, max_doc = cfg.vocab, cfg.encode.max_doc_tokens
         counts = vocab_rec["counts"]
-        tokens_per_doc = max(counts["tokens"] / max(counts["documents"], 1), 1.0)
-        rows_per_file = max(int(cfg.encode.file_tokens / min(tokens_per_doc, max_doc)), 1000)
         first_line = first_lines(
             (r["file"], r["block"], r["lines"]) for r in read_splits(run_dir).to_pylist())
         tmp = run_dir.begin("encode")
-        out = fsutil.to_spark_uri(tmp)
+        fsutil.makedirs(tmp)
         recounted = False
+        file_tokens = cfg.encode.file_tokens
         with Timer() as t:
             while True:
                 encoded = lines.mapInArrow(
-                    lambda it, fl=first_line: encode_batches(it, vocab_bc.value, fl, vcfg, max_doc),
-                    schemas.CORPUS_DDL,
+                    lambda it, fl=first_line: encode_and_write(
+                        it, vocab_bc.value, fl, vcfg, max_doc, tmp, file_tokens),
+                    WRITTEN_DDL,
                 )
                 try:
-                    (encoded.write.mode("overwrite").option("maxRecordsPerFile", rows_per_file)
-                     .parquet(out))
+                    written = encoded.collect()
                     break
                 except Exception as e:
                     if UNKNOWN_SPLIT not in str(e) or recounted:
@@ -190,9 +293,16 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
                     logger.info("encode   input splits differ from the vocab run's; "
                                 "counting lines per split again")
                     first_line, recounted = count_split_lines(lines), True
+                    fsutil.remove(tmp)  # files of the failed attempt
+                    fsutil.makedirs(tmp)
+        _remove_temporaries(tmp)
         n_partitions = lines.rdd.getNumPartitions()
         vocab_bc.unpersist()
     n_files, n_rows, kept = _footer_counts(tmp)
+    if (n_files, n_rows, kept) != (sum(r["files"] for r in written),
+                                   sum(r["rows"] for r in written), sum(r["ids"] for r in written)):
+        raise InputError(f"{tmp}: the written corpus files do not add up to what the tasks "
+                         "wrote (another writer in this directory?); re-run encode --force")
     if kept == 0:
         raise InputError(f"{cfg.input.path}: no in-vocabulary token in the corpus")
     total_tokens = counts["tokens"]

@@ -33,6 +33,9 @@ COUNTS_DDL = "kind byte, key string, count long"
 _COUNTS_SCHEMA = pa.schema([("kind", pa.int8()), ("key", pa.string()), ("count", pa.int64())])
 #: Tokens buffered before one value_counts call: bigger chunks, fewer partial rows.
 CHUNK_TOKENS = 2_000_000
+#: Partial (token, count) rows a task holds before merging them and sending them on;
+#: bounds task memory (~100 bytes a row) whatever the partition size.
+MERGE_ROWS = 4_000_000
 VOCAB_FILE = "vocab.parquet"
 #: Lines per input split (file, block start): lets ``encode`` number lines without a pass.
 SPLITS_FILE = "splits.parquet"
@@ -59,11 +62,46 @@ def split_key(file: str, block: int) -> str:
     return f"{file}\x00{block}"
 
 
-def _counts_batch(flat: list[pa.Array]) -> pa.RecordBatch:
-    vc = pc.value_counts(pa.concat_arrays(flat) if len(flat) > 1 else flat[0])
-    keys, counts = vc.field("values"), vc.field("counts")
+def _counts_batch(keys: pa.Array, counts: pa.Array) -> pa.RecordBatch:
     kind = pa.array(np.zeros(len(keys), np.int8))
-    return pa.RecordBatch.from_arrays([kind, keys, counts], schema=_COUNTS_SCHEMA)
+    return pa.RecordBatch.from_arrays([kind, keys, counts.cast(pa.int64())],
+                                      schema=_COUNTS_SCHEMA)
+
+
+class _PartialCounts:
+    """Per-task token counts: value_counts per chunk, merged before leaving the task.
+
+    Merging the chunks' counts in the task (an Arrow hash aggregation) sends each
+    distinct token of a partition to the shuffle once instead of once per chunk.
+    """
+
+    def __init__(self) -> None:
+        self.chunks: list[pa.StructArray] = []
+        self.rows = 0
+
+    def add(self, flat: list[pa.Array]) -> Iterator[pa.RecordBatch]:
+        vc = pc.value_counts(pa.concat_arrays(flat) if len(flat) > 1 else flat[0])
+        self.chunks.append(vc)
+        self.rows += len(vc)
+        if self.rows >= MERGE_ROWS:
+            yield from self.drain()
+
+    def drain(self) -> Iterator[pa.RecordBatch]:
+        if not self.chunks:
+            return
+        if len(self.chunks) == 1:
+            vc = self.chunks[0]
+            batch = _counts_batch(vc.field("values"), vc.field("counts"))
+        else:
+            table = pa.table({
+                "key": pa.chunked_array([c.field("values") for c in self.chunks]),
+                "count": pa.chunked_array([c.field("counts") for c in self.chunks]),
+            })
+            merged = table.group_by("key", use_threads=False).aggregate([("count", "sum")])
+            batch = _counts_batch(merged.column("key").combine_chunks(),
+                                  merged.column("count_sum").combine_chunks())
+        self.chunks, self.rows = [], 0
+        yield batch
 
 
 def count_batches(batches: Iterable[pa.RecordBatch], vcfg: VocabConfig) -> Iterator[pa.RecordBatch]:
@@ -78,6 +116,7 @@ def count_batches(batches: Iterable[pa.RecordBatch], vcfg: VocabConfig) -> Itera
     docs = tokens = nbytes = 0
     buffered: list[pa.Array] = []
     n_buffered = 0
+    partial = _PartialCounts()
     for batch in batches:
         raw = batch.column("raw")
         docs += len(raw)
@@ -93,10 +132,11 @@ def count_batches(batches: Iterable[pa.RecordBatch], vcfg: VocabConfig) -> Itera
             buffered.append(flat)
             n_buffered += len(flat)
         if n_buffered >= CHUNK_TOKENS:
-            yield _counts_batch(buffered)
+            yield from partial.add(buffered)
             buffered, n_buffered = [], 0
     if buffered:
-        yield _counts_batch(buffered)
+        yield from partial.add(buffered)
+    yield from partial.drain()
     names = ["documents", "tokens", "bytes", "invalid_utf8", "long_tokens_dropped"]
     values = [docs, tokens, nbytes, stats.invalid_utf8, stats.long_tokens]
     kinds = [KIND_STAT] * len(names) + [KIND_SPLIT] * len(split_lines)
@@ -105,6 +145,35 @@ def count_batches(batches: Iterable[pa.RecordBatch], vcfg: VocabConfig) -> Itera
          pa.array(values + list(split_lines.values()), pa.int64())],
         schema=_COUNTS_SCHEMA,
     )
+
+
+#: Token statistics a reduce task adds to its output (kind 3): distinct tokens, max count.
+KIND_SUMMARY = 3
+
+
+def keep_batches(batches: Iterable[pa.RecordBatch], min_count: int) -> Iterator[pa.RecordBatch]:
+    """Summed (kind, key, count) batches -> kept tokens, metadata rows and a summary.
+
+    Runs after the shuffle, so that only tokens with ``count >= min_count`` (plus
+    one row per reduce task: distinct tokens seen, largest count) reach the driver.
+    """
+    distinct = max_count = 0
+    for batch in batches:
+        kind = batch.column("kind").to_numpy(zero_copy_only=False)
+        count = batch.column("count").to_numpy(zero_copy_only=False)
+        is_tok = kind == KIND_TOKEN
+        n_tok = int(is_tok.sum())
+        if n_tok:
+            distinct += n_tok
+            max_count = max(max_count, int(count[is_tok].max()))
+        keep = ~is_tok | (count >= min_count)
+        if keep.all():
+            yield batch
+        elif keep.any():
+            yield batch.filter(pa.array(keep))
+    yield pa.RecordBatch.from_arrays(
+        [pa.array([KIND_SUMMARY] * 2, pa.int8()), pa.array(["distinct", "max_count"]),
+         pa.array([distinct, max_count], pa.int64())], schema=_COUNTS_SCHEMA)
 
 
 def splits_table(rows: list[tuple[str, int]]) -> pa.Table:
@@ -156,7 +225,6 @@ def read_splits(run: RunDir) -> pa.Table:
 
 def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> StageResult:
     """Count and rank the vocabulary of ``cfg.input`` into ``run_dir/vocab``."""
-    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     vcfg = cfg.vocab
@@ -169,19 +237,20 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
         if not files:
             raise InputError(f"{cfg.input.path}: no input files found (empty directory?)")
         with Timer() as t:
-            partials = lines.mapInArrow(
-                lambda it: count_batches(it, vcfg), COUNTS_DDL
-            )
-            agg = partials.groupBy("kind", "key").agg(F.sum("count").alias("count"))
-            agg = agg.persist(StorageLevel.MEMORY_AND_DISK)
-            try:
-                meta_rows = agg.filter(F.col("kind") != KIND_TOKEN).collect()
-                tok = agg.filter(F.col("kind") == KIND_TOKEN)
-                distinct_max = tok.agg(F.count("*"), F.max("count")).collect()[0]
-                kept = tok.filter(F.col("count") >= vcfg.min_count).select("key", "count").toArrow()
-            finally:
-                agg.unpersist()
+            partials = lines.mapInArrow(lambda it: count_batches(it, vcfg), COUNTS_DDL)
+            summed = partials.groupBy("kind", "key").agg(F.sum("count").alias("count"))
+            # One job: the reduce tasks filter by min_count themselves, so only kept
+            # tokens and a few metadata rows are collected.
+            min_count = vcfg.min_count
+            result = summed.mapInArrow(lambda it: keep_batches(it, min_count),
+                                       COUNTS_DDL).toArrow()
             n_partitions = lines.rdd.getNumPartitions()
+    kind = result.column("kind").to_numpy()
+    meta_rows = result.filter(pa.array(kind != KIND_TOKEN)).to_pylist()
+    kept = result.filter(pa.array(kind == KIND_TOKEN))
+    summary_rows = [r for r in meta_rows if r["kind"] == KIND_SUMMARY]
+    distinct_max = (sum(r["count"] for r in summary_rows if r["key"] == "distinct"),
+                    max([r["count"] for r in summary_rows if r["key"] == "max_count"] or [0]))
     stats = {r["key"]: int(r["count"]) for r in meta_rows if r["kind"] == KIND_STAT}
     splits = splits_table([(r["key"], int(r["count"])) for r in meta_rows
                            if r["kind"] == KIND_SPLIT])
