@@ -29,7 +29,13 @@ from embedpipe.errors import InputError
 from embedpipe.log import Timer, human_count, logger
 from embedpipe.runs import RunDir, StageResult, log_skip, stage_fingerprint
 from embedpipe.stages import source
-from embedpipe.stages.tokenize import TokenStats, tokenize
+from embedpipe.stages.tokenize import (
+    TokenStats,
+    fast_mode,
+    raw_buffers,
+    string_buffers,
+    tokenize,
+)
 from embedpipe.stages.vocab import read_splits, read_vocab, split_runs
 
 #: Tokens encoded per index_in call: the vocabulary hash table is built once per chunk.
@@ -75,6 +81,75 @@ def _line_numbers(files: pa.Array, blocks: pa.Array, first_line: dict[tuple[str,
     return out
 
 
+def _index_tokens(tokens: pa.ListArray, vocab_tokens: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(kept ids per row, flat int32 ids) of a tokenized batch via Arrow's hash lookup."""
+    flat = pc.list_flatten(tokens)
+    ids = pc.index_in(flat, value_set=vocab_tokens)  # null = out of vocabulary
+    parents = pc.list_parent_indices(tokens).to_numpy(zero_copy_only=False)
+    valid = pc.is_valid(ids).to_numpy(zero_copy_only=False)
+    kept = ids.filter(pa.array(valid)).cast(pa.int32()).to_numpy(zero_copy_only=False)
+    return np.bincount(parents[valid], minlength=len(tokens)), kept
+
+
+class _Encoder:
+    """Tokens -> ids for one task: the fused ASCII kernel, Arrow for everything else."""
+
+    def __init__(self, vocab_tokens: pa.Array, vcfg: VocabConfig) -> None:
+        from embedpipe.kernels import tokens as TK
+
+        self.vocab_tokens, self.vcfg = vocab_tokens, vcfg
+        self.stats = TokenStats()
+        self.mode = fast_mode(vcfg.tokenizer.value, vcfg.pattern)
+        if self.mode is not None:
+            voc = vocab_tokens.cast(pa.string()) if not pa.types.is_string(
+                vocab_tokens.type) else vocab_tokens
+            self.voc_off, self.voc_data = string_buffers(voc)
+            self.slots, self.ent = TK.build_lookup(self.voc_off, self.voc_data)
+            self.tables = TK.byte_tables(self.mode, vcfg.lowercase)
+
+    def _arrow(self, raw: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        from embedpipe.kernels import tokens as TK
+
+        v = self.vcfg
+        toks = tokenize(raw, v.tokenizer.value, v.lowercase, v.pattern, v.max_token_chars,
+                        self.stats)
+        if self.mode is None:
+            return _index_tokens(toks, self.vocab_tokens)
+        # A few non-ASCII rows per batch: look their tokens up in the task's table
+        # (index_in would rebuild a hash table of the whole vocabulary per call).
+        flat = pc.list_flatten(toks)
+        if len(flat) == 0:
+            return np.zeros(len(toks), np.int64), np.empty(0, np.int32)
+        offsets, data = string_buffers(flat)
+        ids = TK.lookup_strings(offsets, data, self.slots, self.ent, self.voc_data)
+        parents = pc.list_parent_indices(toks).to_numpy(zero_copy_only=False)
+        valid = ids >= 0
+        return np.bincount(parents[valid], minlength=len(toks)), ids[valid]
+
+    def rows(self, raw: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """(kept ids per row, flat int32 ids in row order) of a batch of raw lines."""
+        from embedpipe.kernels import tokens as TK
+
+        if self.mode is None:
+            return self._arrow(raw)
+        raw, offsets, data, ascii_rows = raw_buffers(raw)
+        ids, counts, _n, dropped = TK.encode_tokens(
+            data, offsets, ascii_rows, self.mode, self.vcfg.max_token_chars, *self.tables,
+            self.slots, self.ent, self.voc_data)
+        self.stats.long_tokens += int(dropped)
+        if ascii_rows.all():
+            return counts, ids
+        other = np.flatnonzero(~ascii_rows)
+        counts_u, ids_u = self._arrow(raw.take(pa.array(other)))
+        counts[other] = counts_u
+        # Both id streams are in row order: an id's row says which stream it comes from.
+        from_ascii = np.repeat(ascii_rows, counts)
+        merged = np.empty(from_ascii.size, np.int32)
+        merged[from_ascii] = ids
+        merged[~from_ascii] = ids_u
+        return counts, merged
+
+
 def encode_batches(
     batches: Iterable[pa.RecordBatch],
     vocab_tokens: pa.Array,
@@ -84,32 +159,27 @@ def encode_batches(
 ) -> Iterator[pa.RecordBatch]:
     """Arrow batches ``raw, file, block`` -> ``doc, ids`` batches (see the module docstring)."""
     seen: dict[tuple[str, int], int] = {}
-    stats = TokenStats()
-    pending: list[tuple[pa.ListArray, np.ndarray]] = []
+    encoder = _Encoder(vocab_tokens, vcfg)
+    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     n_pending = 0
 
     def flush() -> pa.RecordBatch:
-        lists = pa.concat_arrays([p[0] for p in pending]) if len(pending) > 1 else pending[0][0]
-        docs = np.concatenate([p[1] for p in pending])
-        flat = pc.list_flatten(lists)
-        ids = pc.index_in(flat, value_set=vocab_tokens)  # null = out of vocabulary
-        parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
-        valid = pc.is_valid(ids).to_numpy(zero_copy_only=False)
-        kept_ids = ids.filter(pa.array(valid)).cast(pa.int32())
-        counts = np.bincount(parents[valid], minlength=len(lists))
-        offsets = np.zeros(len(lists) + 1, dtype=np.int64)
+        counts = np.concatenate([p[0] for p in pending])
+        ids = np.concatenate([p[1] for p in pending])
+        docs = np.concatenate([p[2] for p in pending])
+        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
         new_offsets, new_docs = split_docs(offsets, docs, max_doc_tokens)
-        out_lists = pa.ListArray.from_arrays(pa.array(new_offsets.astype(np.int32)), kept_ids)
+        out_lists = pa.ListArray.from_arrays(pa.array(new_offsets.astype(np.int32)),
+                                             pa.array(ids, pa.int32()))
         return pa.RecordBatch.from_arrays([pa.array(new_docs, pa.int64()), out_lists],
                                           schema=schemas.CORPUS)
 
     for batch in batches:
         docs = _line_numbers(batch.column("file"), batch.column("block"), first_line, seen)
-        toks = tokenize(batch.column("raw"), vcfg.tokenizer.value, vcfg.lowercase,
-                        vcfg.pattern, vcfg.max_token_chars, stats)
-        pending.append((toks, docs))
-        n_pending += len(toks.values)
+        counts, ids = encoder.rows(batch.column("raw"))
+        pending.append((counts, ids, docs))
+        n_pending += len(ids)
         if n_pending >= CHUNK_TOKENS:
             yield flush()
             pending, n_pending = [], 0
@@ -262,6 +332,7 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
     with source.partitioning(spark, cfg.input):
         lines = source.read_lines(spark, cfg.input)
         files = source.input_files(spark, lines)
+        source.balance_splits(spark, cfg.input, files)
         fp = stage_fingerprint(run_dir, "encode", cfg.section_hash("input", "vocab", "encode"),
                                files)
         if not force and run_dir.is_current("encode", fp):

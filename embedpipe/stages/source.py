@@ -44,6 +44,32 @@ def partitioning(spark, icfg: InputConfig) -> Iterator[None]:
                 spark.conf.set(k, v)
 
 
+#: Spark's default largest split (spark.sql.files.maxPartitionBytes).
+_MAX_SPLIT = 128 << 20
+
+
+def balance_splits(spark, icfg: InputConfig, files: list[dict[str, Any]]) -> None:
+    """With ``input.partitions = 0`` (auto), make the split count a multiple of the cores.
+
+    Spark cuts files into 128 MB splits, so 1.1 GB on 2 cores gives 9 tasks: four
+    rounds of two, then one task alone, and the last round wastes a core. Asking for
+    ``ceil(splits / cores) * cores`` partitions evens the rounds out. Must run inside
+    :func:`partitioning` (which restores the settings) and before the first action.
+    """
+    if icfg.partitions > 0 or icfg.format == InputFormat.PARQUET:
+        return
+    total = sum(int(f["size"]) for f in files)
+    cores = max(int(spark.sparkContext.defaultParallelism), 1)
+    try:  # the session's setting, parsed by Spark ("128m", "1g", ...)
+        max_split = int(spark._jsparkSession.sessionState().conf().filesMaxPartitionBytes())
+    except Exception:
+        max_split = _MAX_SPLIT
+    splits = max(-(-total // max_split), 1)
+    wanted = -(-splits // cores) * cores
+    if wanted > cores:
+        spark.conf.set("spark.sql.files.minPartitionNum", str(wanted))
+
+
 def read_lines(spark, icfg: InputConfig, path: str | None = None) -> Any:
     """DataFrame ``raw: binary, file: string, block: long`` with one row per line / document.
 

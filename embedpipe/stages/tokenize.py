@@ -72,7 +72,7 @@ def _is_ascii(lines: pa.Array) -> bool:
     """True when every byte of the lines is < 0x80 (one NumPy pass over the data buffer)."""
     if len(lines) == 0:
         return True
-    _, data = _string_buffers(lines)
+    _, data = string_buffers(lines)
     return len(data) == 0 or int(data.max()) < 0x80
 
 
@@ -118,7 +118,7 @@ def _filter_values(lists: pa.ListArray, keep: pa.Array | np.ndarray) -> pa.ListA
     return _lists_from_values(values.filter(pa.array(keep_np)), parents[keep_np], len(lists))
 
 
-def _string_buffers(lines: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def string_buffers(lines: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(offsets relative to the first line, data bytes) of a string array, zero-copy."""
     n = len(lines)
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset: lines.offset + n + 1]
@@ -162,7 +162,7 @@ def _tokens_from_mask(rel: np.ndarray, data: np.ndarray, keep: np.ndarray,
 def _ascii_words(lines: pa.Array, lowercase: bool) -> pa.ListArray:
     """Built-in word rule on ASCII-only lines with a byte lookup table (exact for ASCII)."""
     lines = lines.cast(pa.string()) if not pa.types.is_string(lines.type) else lines
-    rel, data = _string_buffers(lines)
+    rel, data = string_buffers(lines)
     alnum = _ALNUM[data]
     # An apostrophe or hyphen is part of a token only between two alphanumerics of
     # the same line: neighbours across a line boundary do not count.
@@ -179,7 +179,7 @@ def _ascii_words(lines: pa.Array, lowercase: bool) -> pa.ListArray:
 
 def _ascii_whitespace_words(lines: pa.Array, lowercase: bool) -> pa.ListArray:
     """Whitespace tokenizer on ASCII-only lines: tokens are runs of non-space bytes."""
-    rel, data = _string_buffers(lines)
+    rel, data = string_buffers(lines)
     keep = ~_ASCII_SPACE[data]
     return _tokens_from_mask(rel, data, keep, _LOWER[data] if lowercase else data)
 
@@ -299,3 +299,29 @@ def reference_tokenize(line: str, tokenizer: str = "regex", lowercase: bool = Tr
                   r" \1 ", line)
     word = r"[^\W_]"
     return re.findall(rf"{word}+(?:['\-]{word}+)*", line)
+
+
+# ------------------------------------------------------------------ fused fast path
+
+
+def fast_mode(tokenizer: str, pattern: str) -> int | None:
+    """The fused ASCII kernel mode for these settings, or None (custom pattern: Arrow only)."""
+    from embedpipe.kernels import tokens as TK
+
+    if tokenizer == "whitespace":
+        return TK.MODE_WHITESPACE
+    return None if pattern else TK.MODE_WORDS
+
+
+def raw_buffers(raw: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray]:
+    """(binary lines, offsets, bytes, per-row ASCII flag) of a batch's raw column, zero-copy."""
+    from embedpipe.kernels import tokens as TK
+
+    if raw.null_count:
+        raw = pc.fill_null(raw, b"" if pa.types.is_binary(raw.type) else "")
+    if pa.types.is_large_binary(raw.type) or pa.types.is_large_string(raw.type):
+        raw = raw.cast(pa.binary())
+    if pa.types.is_string(raw.type):
+        raw = raw.view(pa.binary())
+    offsets, data = string_buffers(raw)
+    return raw, offsets, data, TK.row_is_ascii(data, offsets)

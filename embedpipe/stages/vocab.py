@@ -26,7 +26,7 @@ from embedpipe.errors import InputError
 from embedpipe.log import Timer, human_bytes, human_count, logger
 from embedpipe.runs import RunDir, StageResult, log_skip, stage_fingerprint
 from embedpipe.stages import source
-from embedpipe.stages.tokenize import TokenStats, tokenize
+from embedpipe.stages.tokenize import TokenStats, fast_mode, raw_buffers, tokenize
 
 KIND_TOKEN, KIND_STAT, KIND_SPLIT = 0, 1, 2
 COUNTS_DDL = "kind byte, key string, count long"
@@ -104,26 +104,53 @@ class _PartialCounts:
         yield batch
 
 
+def _counter_batch(key_off: np.ndarray, keys: np.ndarray, counts: np.ndarray) -> pa.RecordBatch:
+    """A drained TokenCounter as partial (kind 0, key, count) rows."""
+    arr = pa.Array.from_buffers(pa.string(), len(counts),
+                                [None, pa.py_buffer(key_off.astype(np.int32)), pa.py_buffer(keys)])
+    return _counts_batch(arr, pa.array(counts))
+
+
 def count_batches(batches: Iterable[pa.RecordBatch], vcfg: VocabConfig) -> Iterator[pa.RecordBatch]:
     """Arrow batches ``raw, file, block`` -> partial (kind, key, count) batches.
 
-    Token rows have kind 0; the partition's statistics (documents, tokens, bytes,
-    invalid UTF-8 sequences, long tokens dropped) follow as kind-1 rows, and the
-    number of lines of every input split as kind-2 rows.
+    ASCII rows are tokenized and counted in one fused numba pass
+    (``embedpipe.kernels.tokens``); other rows (and custom patterns) take the Arrow
+    tokenizer and ``value_counts``. Token rows have kind 0; the partition's
+    statistics (documents, tokens, bytes, invalid UTF-8 sequences, long tokens
+    dropped) follow as kind-1 rows, and the number of lines of every input split as
+    kind-2 rows.
     """
+    from embedpipe.kernels import tokens as TK
+
     stats = TokenStats()
     split_lines: dict[str, int] = {}
     docs = tokens = nbytes = 0
     buffered: list[pa.Array] = []
     n_buffered = 0
     partial = _PartialCounts()
+    mode = fast_mode(vcfg.tokenizer.value, vcfg.pattern)
+    counter = (TK.TokenCounter(mode, vcfg.lowercase, vcfg.max_token_chars)
+               if mode is not None else None)
     for batch in batches:
         raw = batch.column("raw")
         docs += len(raw)
         for f, b, start, end in split_runs(batch.column("file"), batch.column("block")):
             key = split_key(f, b)
             split_lines[key] = split_lines.get(key, 0) + end - start
-        nbytes += int(pc.sum(pc.binary_length(raw)).as_py() or 0) + len(raw)
+        if counter is not None:
+            raw, offsets, data, ascii_rows = raw_buffers(raw)
+            nbytes += int(offsets[-1]) + len(raw)
+            n_tok, dropped = counter.add(data, offsets, ascii_rows)
+            tokens += n_tok
+            stats.long_tokens += dropped
+            if len(counter) >= MERGE_ROWS:
+                yield _counter_batch(*counter.drain())
+            if ascii_rows.all():
+                continue
+            raw = raw.filter(pa.array(~ascii_rows))
+        else:
+            nbytes += int(pc.sum(pc.binary_length(raw)).as_py() or 0) + len(raw)
         toks = tokenize(raw, vcfg.tokenizer.value, vcfg.lowercase, vcfg.pattern,
                         vcfg.max_token_chars, stats)
         flat = pc.list_flatten(toks)
@@ -137,6 +164,8 @@ def count_batches(batches: Iterable[pa.RecordBatch], vcfg: VocabConfig) -> Itera
     if buffered:
         yield from partial.add(buffered)
     yield from partial.drain()
+    if counter is not None and len(counter):
+        yield _counter_batch(*counter.drain())
     names = ["documents", "tokens", "bytes", "invalid_utf8", "long_tokens_dropped"]
     values = [docs, tokens, nbytes, stats.invalid_utf8, stats.long_tokens]
     kinds = [KIND_STAT] * len(names) + [KIND_SPLIT] * len(split_lines)
@@ -231,6 +260,7 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
     with source.partitioning(spark, cfg.input):
         lines = source.read_lines(spark, cfg.input)
         files = source.input_files(spark, lines)
+        source.balance_splits(spark, cfg.input, files)
         fp = stage_fingerprint(run_dir, "vocab", cfg.section_hash("input", "vocab"), files)
         if not force and run_dir.is_current("vocab", fp):
             return log_skip("vocab", run_dir)
