@@ -1,0 +1,125 @@
+"""Spark ML API: EmbeddingModel transform, synonyms, persistence (alone and in a PipelineModel)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embedpipe.errors import InputError
+from embedpipe.ml import EmbeddingModel
+from embedpipe.vectors import Vectors
+
+WORDS = ["the", "cat", "dog", "sat", "mat", "ran", "far", "a"]
+
+
+@pytest.fixture(scope="module")
+def vectors() -> Vectors:
+    rng = np.random.default_rng(7)
+    return Vectors(WORDS, rng.normal(size=(len(WORDS), 6)).astype(np.float32),
+                   counts=[50, 20, 18, 9, 7, 5, 3, 40])
+
+
+ROWS = [["the", "cat", "sat"], ["dog", "ran", "far", "unknown"], ["nothing", "known"], [],
+        None, ["cat", "cat", "a"]]
+
+
+def _expected(v: Vectors, rows, normalize=False, sif_a=None):
+    m = v.unit if normalize else v.vectors
+    w = np.ones(len(v))
+    if sif_a is not None:
+        p = v.counts / v.counts.sum()
+        w = sif_a / (sif_a + p)
+    out = []
+    for r in rows:
+        ids = [v.key_to_index[t] for t in (r or []) if t in v]
+        out.append(np.mean([m[i] * w[i] for i in ids], axis=0) if ids else np.zeros(v.dim))
+    return np.array(out)
+
+
+def _df(spark, rows):
+    schema = "id long, tokens array<string>"
+    return spark.createDataFrame([(i, r) for i, r in enumerate(rows)], schema)
+
+
+@pytest.mark.parametrize("params,sif", [({}, None), ({"normalizeWords": True}, None),
+                                        ({"weighting": "sif", "sifA": 0.01}, 0.01)])
+def test_transform_is_the_mean_of_known_word_vectors(spark, vectors, params, sif):
+    model = EmbeddingModel.fromVectors(vectors, **params)
+    # Sorted on the driver: a Spark sort would evaluate the transform twice (its
+    # sampling pass), and the accumulator counts every evaluation.
+    out = sorted(model.transform(_df(spark, ROWS)).collect(), key=lambda r: r["id"])
+    got = np.array([r["features"].toArray() for r in out])
+    want = _expected(vectors, ROWS, params.get("normalizeWords", False), sif)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert model.emptyRows.value == 3  # no known word, empty list, null
+    assert [r["tokens"] for r in out] == ROWS  # input columns pass through
+
+
+def test_find_synonyms_equals_neighbors(spark, vectors):
+    model = EmbeddingModel.fromVectors(vectors)
+    assert model.findSynonymsArray("cat", 3) == vectors.most_similar("cat", topn=3)
+    df = model.findSynonyms("cat", 3).collect()
+    assert [(r["word"], r["similarity"]) for r in df] == vectors.most_similar("cat", topn=3)
+    got = {r["word"]: r["vector"].toArray() for r in model.getVectors().collect()}
+    assert set(got) == set(WORDS)
+    np.testing.assert_array_equal(got["dog"], vectors["dog"])
+
+
+def test_save_load_round_trip(spark, vectors, tmp_path):
+    model = EmbeddingModel.fromVectors(vectors, weighting="sif", outputCol="emb")
+    path = str(tmp_path / "model")
+    model.write().save(path)
+    loaded = EmbeddingModel.load(path)
+    assert loaded.uid == model.uid
+    assert loaded.getWeighting() == "sif" and loaded.getOutputCol() == "emb"
+    np.testing.assert_array_equal(loaded.vectors.vectors, vectors.vectors)
+    np.testing.assert_array_equal(loaded.vectors.counts, vectors.counts)
+    a = [r["emb"] for r in model.transform(_df(spark, ROWS)).orderBy("id").collect()]
+    b = [r["emb"] for r in loaded.transform(_df(spark, ROWS)).orderBy("id").collect()]
+    assert a == b
+
+
+def test_pipeline_model_round_trip_has_no_pickle(spark, vectors, tmp_path):
+    from pyspark.ml import Pipeline, PipelineModel
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.ml.feature import RegexTokenizer
+
+    texts = ["The cat sat on the mat", "a dog ran far", "the dog sat", "a cat ran",
+             "far far the mat", "cat dog cat"]
+    df = spark.createDataFrame([(t, float(i % 2)) for i, t in enumerate(texts)],
+                               "text string, label double")
+    pipe = Pipeline(stages=[RegexTokenizer(inputCol="text", outputCol="tokens", pattern="\\W+"),
+                            EmbeddingModel.fromVectors(vectors),
+                            LogisticRegression(maxIter=5)])
+    fitted = pipe.fit(df)
+    path = tmp_path / "pipeline"
+    fitted.write().save(str(path))
+    loaded = PipelineModel.load(str(path))
+    assert isinstance(loaded.stages[1], EmbeddingModel)
+    cols = ["text", "features", "prediction"]
+    assert (fitted.transform(df).select(cols).collect()
+            == loaded.transform(df).select(cols).collect())
+    for f in path.rglob("*"):
+        if f.is_file():
+            assert not f.name.endswith((".pkl", ".pickle"))
+            assert f.read_bytes()[:1] != b"\x80", f"{f} looks like a pickle"
+
+
+def test_bad_input_is_one_line(spark, vectors, tmp_path):
+    model = EmbeddingModel.fromVectors(vectors)
+    with pytest.raises(InputError, match="input column 'tokens' not found"):
+        model.transform(spark.createDataFrame([("x",)], "text string"))
+    with pytest.raises(InputError, match="has type string, expected array<string>"):
+        model.transform(spark.createDataFrame([("x",)], "tokens string"))
+    empty = model.transform(_df(spark, ROWS).limit(0))
+    assert empty.count() == 0
+    not_model = tmp_path / "nothing"
+    not_model.mkdir()
+    with pytest.raises(InputError, match="not a saved Spark ML model"):
+        EmbeddingModel.load(str(not_model))
+    from pyspark.ml.feature import RegexTokenizer
+
+    other = tmp_path / "tokenizer"
+    RegexTokenizer(inputCol="a", outputCol="b").write().save(str(other))
+    with pytest.raises(InputError, match="not an embedpipe EmbeddingModel"):
+        EmbeddingModel.load(str(other))
