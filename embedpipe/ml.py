@@ -4,7 +4,7 @@
 ``RegexTokenizer`` or ``Tokenizer`` produce) into one dense vector per row: the mean
 of the row's in-vocabulary word vectors, as MLlib's ``Word2VecModel`` does, with two
 options: L2-normalise every word vector first (``normalizeWords``), and SIF weighting
-(Arora et al. 2017: word w weighs a / (a + p(w)), ``weighting = "sif"``, ``sifA``).
+(Arora et al. 2017: word w weighs a / (a + p(w)), ``pooling = "sif"``, ``sifA``).
 Rows with no known word get a zero vector and are counted in
 :attr:`EmbeddingModel.emptyRows`, a Spark accumulator read after an action (like every
 accumulator updated in a transformation, it counts each evaluation: a plan that
@@ -22,7 +22,7 @@ is pickled, so a saved ``PipelineModel`` that contains the model loads anywhere.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -34,7 +34,7 @@ from embedpipe.vectors import Vectors
 
 try:  # pyspark is a runtime dependency, but keep the import error readable
     from pyspark import keyword_only
-    from pyspark.ml import Model
+    from pyspark.ml import Estimator, Model
     from pyspark.ml.param import Param, Params, TypeConverters
     from pyspark.ml.param.shared import HasInputCol, HasOutputCol
     from pyspark.ml.util import (
@@ -50,7 +50,7 @@ except ImportError as e:  # pragma: no cover
 
 FORMAT = "embedpipe-embedding-model"
 FORMAT_VERSION = 1
-WEIGHTINGS = ("mean", "sif")
+POOLINGS = ("mean", "sif")
 
 
 class _EmbeddingParams(HasInputCol, HasOutputCol):
@@ -59,8 +59,8 @@ class _EmbeddingParams(HasInputCol, HasOutputCol):
     normalizeWords: Param[bool] = Param(
         Params._dummy(), "normalizeWords",
         "L2-normalise each word vector before averaging", TypeConverters.toBoolean)
-    weighting: Param[str] = Param(
-        Params._dummy(), "weighting",
+    pooling: Param[str] = Param(
+        Params._dummy(), "pooling",
         "'mean' (plain mean of the word vectors) or 'sif' (a / (a + p(w)) weights)",
         TypeConverters.toString)
     sifA: Param[float] = Param(
@@ -69,40 +69,40 @@ class _EmbeddingParams(HasInputCol, HasOutputCol):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self._setDefault(inputCol="tokens", outputCol="features", normalizeWords=False,
-                         weighting="mean", sifA=1e-3)
+                         pooling="mean", sifA=1e-3)
 
     def getNormalizeWords(self) -> bool:
         """Whether word vectors are L2-normalised before averaging."""
         return self.getOrDefault(self.normalizeWords)
 
-    def getWeighting(self) -> str:
+    def getPooling(self) -> str:
         """'mean' or 'sif'."""
-        return self.getOrDefault(self.weighting)
+        return self.getOrDefault(self.pooling)
 
     def getSifA(self) -> float:
         """The a of SIF weighting."""
         return self.getOrDefault(self.sifA)
 
 
-def word_weights(vectors: Vectors, weighting: str, a: float) -> np.ndarray:
+def word_weights(vectors: Vectors, pooling: str, a: float) -> np.ndarray:
     """Per-word weights: ones, or SIF's a / (a + p(w)) from the word counts."""
-    if weighting not in WEIGHTINGS:
-        raise EmbedpipeError(f"weighting = {weighting!r} must be one of {', '.join(WEIGHTINGS)}")
-    if weighting == "mean":
+    if pooling not in POOLINGS:
+        raise EmbedpipeError(f"pooling = {pooling!r} must be one of {', '.join(POOLINGS)}")
+    if pooling == "mean":
         return np.ones(len(vectors), np.float32)
     if a <= 0:
         raise EmbedpipeError(f"sifA = {a} must be > 0")
     if vectors.counts is None:
-        raise EmbedpipeError("weighting = 'sif' needs word counts, and these vectors have none "
+        raise EmbedpipeError("pooling = 'sif' needs word counts, and these vectors have none "
                              "(load them from a run's model directory)")
     p = vectors.counts / max(int(vectors.counts.sum()), 1)
     return (a / (a + p)).astype(np.float32)
 
 
-def weighted_matrix(vectors: Vectors, normalize: bool, weighting: str, a: float) -> np.ndarray:
+def weighted_matrix(vectors: Vectors, normalize: bool, pooling: str, a: float) -> np.ndarray:
     """The matrix the transform averages: rows normalised and/or weighted as configured."""
     m = vectors.unit if normalize else vectors.vectors
-    return np.ascontiguousarray(m * word_weights(vectors, weighting, a)[:, None], np.float32)
+    return np.ascontiguousarray(m * word_weights(vectors, pooling, a)[:, None], np.float32)
 
 
 def row_means(tokens: pa.Array, lookup: Any, matrix: np.ndarray) -> tuple[pa.Array, int]:
@@ -167,7 +167,7 @@ class EmbeddingModel(Model, _EmbeddingParams, MLWritable, MLReadable):
     @keyword_only
     def __init__(self, *, vectors: Vectors | None = None, inputCol: str = "tokens",
                  outputCol: str = "features", normalizeWords: bool = False,
-                 weighting: str = "mean", sifA: float = 1e-3) -> None:
+                 pooling: str = "mean", sifA: float = 1e-3) -> None:
         super().__init__()
         kwargs = dict(self._input_kwargs)
         self._vectors = kwargs.pop("vectors", None)
@@ -206,7 +206,7 @@ class EmbeddingModel(Model, _EmbeddingParams, MLWritable, MLReadable):
             raise InputError(f"EmbeddingModel.transform: output column '{out_col}' already "
                              "exists; set outputCol")
         v = self.vectors
-        matrix = weighted_matrix(v, self.getNormalizeWords(), self.getWeighting(), self.getSifA())
+        matrix = weighted_matrix(v, self.getNormalizeWords(), self.getPooling(), self.getSifA())
         sc = dataset.sparkSession.sparkContext
         # Broadcast once per transform: the tokens (Arrow) and the averaged matrix.
         tokens_bc = sc.broadcast(pa.array(v.index_to_key, pa.string()))
@@ -323,3 +323,153 @@ class _EmbeddingModelReader(MLReader):
         model._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(model, metadata)
         return model
+
+
+# ------------------------------------------------------------------ estimators
+
+
+def camel(name: str) -> str:
+    """``min_count`` -> ``minCount`` (Spark ML's spelling of our config keys)."""
+    head, *rest = name.split("_")
+    return head + "".join(p.capitalize() for p in rest)
+
+
+def _converter(value: Any) -> Any:
+    if isinstance(value, bool):
+        return TypeConverters.toBoolean
+    if isinstance(value, int):
+        return TypeConverters.toInt
+    if isinstance(value, float):
+        return TypeConverters.toFloat
+    return TypeConverters.toString
+
+
+def _section_params(sections: tuple[str, ...]) -> dict[str, tuple[str, str, Any]]:
+    """camelCase param name -> (config section, key, default), first section wins a name."""
+    import dataclasses
+
+    from embedpipe.config import Config
+
+    out: dict[str, tuple[str, str, Any]] = {}
+    defaults = Config()
+    for section in sections:
+        table = getattr(defaults, section)
+        for f in dataclasses.fields(table):
+            value = getattr(table, f.name)
+            if isinstance(value, list | dict):
+                continue
+            out.setdefault(camel(f.name), (section, f.name, value))
+    return out
+
+
+class _EmbeddingEstimator(Estimator, _EmbeddingParams, MLWritable, MLReadable):
+    """Runs ``vocab``, ``encode`` and the trainer's stages on a token column.
+
+    The token arrays are joined with a space and written as text under ``workDir``
+    (each row one document), then the stages run exactly as ``embedpipe run`` runs
+    them, with the whitespace tokenizer and no lowercasing (the tokens are taken as
+    the tokenizer stage produced them; a token containing whitespace is split).
+    Trainer settings are params named as the config keys, camelCased (``minCount``
+    is ``vocab.min_count``, ``dim`` the trainer's ``dim``); their ranges are checked
+    by the config loader, so a bad value is the same one-line error as in a config.
+    """
+
+    #: config sections whose keys become params (the first section wins a name)
+    _sections: tuple[str, ...] = ()
+    #: stages run after vocab and encode; the last one's directory holds the vectors
+    _stages: tuple[str, ...] = ()
+    _config_params: ClassVar[dict[str, tuple[str, str, Any]]] = {}
+
+    workDir: Param[str] = Param(
+        Params._dummy(), "workDir",
+        "directory for the run (input text, corpus, matrix, vectors); empty = a new "
+        "temporary local directory (set a shared path, e.g. hdfs://..., on a cluster)",
+        TypeConverters.toString)
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        # Class-level Params, as every Spark ML stage declares them (explainParams,
+        # copy and persistence find them there).
+        super().__init_subclass__(**kw)
+        cls._config_params = _section_params(cls._sections)
+        for name, (section, key, default) in cls._config_params.items():
+            setattr(cls, name, Param(Params._dummy(), name, f"config {section}.{key}",
+                                     _converter(default)))
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__()
+        for name, (_section, _key, default) in self._config_params.items():
+            self._setDefault(**{name: str(default) if hasattr(default, "value") else default})
+        self._setDefault(workDir="")
+        self._set(**kwargs)
+
+    def _overrides(self) -> list[str]:
+        sets = []
+        for name, (section, key, _default) in self._config_params.items():
+            value = self.getOrDefault(name)
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            sets.append(f"{section}.{key}={text}")
+        return sets
+
+    def _fit(self, dataset: Any) -> EmbeddingModel:
+        import tempfile
+
+        from pyspark.sql import functions as F
+
+        from embedpipe.cli import run_stages
+        from embedpipe.config import load_config
+        from embedpipe.runs import RunDir
+
+        name = type(self).__name__
+        col = self.getInputCol()
+        _check_input(dataset, col, f"{name}.fit")
+        if dataset.select(col).limit(1).count() == 0:
+            raise InputError(f"{name}.fit: the DataFrame is empty; nothing to train on")
+        work = self.getOrDefault(self.workDir) or tempfile.mkdtemp(prefix="embedpipe-ml-")
+        text_uri = fsutil.join(work, "input")
+        (dataset.select(F.coalesce(F.array_join(F.col(col), " "), F.lit("")).alias("value"))
+         .write.mode("overwrite").text(fsutil.to_spark_uri(text_uri)))
+        cfg = load_config(None, [f"input.path={text_uri}", "vocab.tokenizer=whitespace",
+                                 "vocab.lowercase=false", *self._overrides()])
+        run = RunDir(fsutil.join(work, "run"))
+        run_stages(["vocab", "encode", *self._stages], cfg, run, spark=dataset.sparkSession)
+        vectors = Vectors.load_model_dir(run.path(self._stages[-1]))
+        model = EmbeddingModel(vectors=vectors, inputCol=col, outputCol=self.getOutputCol(),
+                               normalizeWords=self.getNormalizeWords(),
+                               pooling=self.getPooling(), sifA=self.getSifA())
+        return model
+
+    def write(self) -> MLWriter:
+        """Params only (an estimator holds no data)."""
+        return DefaultParamsWriter(self)
+
+    @classmethod
+    def read(cls) -> MLReader:
+        """Reader for :meth:`write`."""
+        return DefaultParamsReader(cls)
+
+
+class Word2Vec(_EmbeddingEstimator):
+    """Skip-gram / CBOW trained per partition and merged (the ``word2vec`` stage).
+
+    Params: ``mode``, ``dim``, ``window``, ``negative``, ``sample``, ``epochs``,
+    ``alpha``, ``minAlpha``, ``partitions``, ``roundsPerEpoch``, ``merge``, ``seed``,
+    ``minCount``, ``maxSize`` (see ``embedpipe config --list``), plus ``inputCol``,
+    ``outputCol``, ``workDir`` and the transform options of :class:`EmbeddingModel`.
+    """
+
+    _sections = ("word2vec", "vocab")
+    _stages = ("word2vec",)
+
+
+class GloVe(_EmbeddingEstimator):
+    """Distributed GloVe over the co-occurrence matrix (``cooccur`` then ``glove``)."""
+
+    _sections = ("glove", "cooccur", "vocab")
+    _stages = ("cooccur", "glove")
+
+
+class PPMISVD(_EmbeddingEstimator):
+    """Randomized truncated SVD of PPMI (``cooccur`` then ``svd``)."""
+
+    _sections = ("svd", "cooccur", "vocab")
+    _stages = ("cooccur", "svd")

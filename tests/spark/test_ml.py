@@ -42,7 +42,7 @@ def _df(spark, rows):
 
 
 @pytest.mark.parametrize("params,sif", [({}, None), ({"normalizeWords": True}, None),
-                                        ({"weighting": "sif", "sifA": 0.01}, 0.01)])
+                                        ({"pooling": "sif", "sifA": 0.01}, 0.01)])
 def test_transform_is_the_mean_of_known_word_vectors(spark, vectors, params, sif):
     model = EmbeddingModel.fromVectors(vectors, **params)
     # Sorted on the driver: a Spark sort would evaluate the transform twice (its
@@ -66,12 +66,12 @@ def test_find_synonyms_equals_neighbors(spark, vectors):
 
 
 def test_save_load_round_trip(spark, vectors, tmp_path):
-    model = EmbeddingModel.fromVectors(vectors, weighting="sif", outputCol="emb")
+    model = EmbeddingModel.fromVectors(vectors, pooling="sif", outputCol="emb")
     path = str(tmp_path / "model")
     model.write().save(path)
     loaded = EmbeddingModel.load(path)
     assert loaded.uid == model.uid
-    assert loaded.getWeighting() == "sif" and loaded.getOutputCol() == "emb"
+    assert loaded.getPooling() == "sif" and loaded.getOutputCol() == "emb"
     np.testing.assert_array_equal(loaded.vectors.vectors, vectors.vectors)
     np.testing.assert_array_equal(loaded.vectors.counts, vectors.counts)
     a = [r["emb"] for r in model.transform(_df(spark, ROWS)).orderBy("id").collect()]
@@ -123,3 +123,62 @@ def test_bad_input_is_one_line(spark, vectors, tmp_path):
     RegexTokenizer(inputCol="a", outputCol="b").write().save(str(other))
     with pytest.raises(InputError, match="not an embedpipe EmbeddingModel"):
         EmbeddingModel.load(str(other))
+
+
+# ---------------------------------------------------------------- estimators
+
+
+@pytest.fixture(scope="module")
+def token_df(spark):
+    from pyspark.ml.feature import RegexTokenizer
+
+    from tests.conftest import SAMPLE, head_lines
+
+    lines = head_lines(SAMPLE, 1500)
+    df = spark.createDataFrame([(x,) for x in lines], "text string")
+    return RegexTokenizer(inputCol="text", outputCol="tokens", pattern="\\W+").transform(df)
+
+
+def _counter(df, col="tokens"):
+    import collections
+
+    return collections.Counter(t for r in df.select(col).collect() for t in r[col])
+
+
+@pytest.mark.parametrize("estimator,params", [
+    ("Word2Vec", {"dim": 12, "epochs": 1, "minCount": 3, "partitions": 2}),
+    ("GloVe", {"dim": 12, "epochs": 2, "minCount": 3, "window": 4}),
+    ("PPMISVD", {"dim": 12, "minCount": 3, "window": 4}),
+])
+def test_estimators_fit_the_stages_on_a_column(spark, token_df, tmp_path, estimator, params):
+    import embedpipe.ml as ml
+
+    est = getattr(ml, estimator)(workDir=str(tmp_path / "work"), **params)
+    model = est.fit(token_df)
+    counts = _counter(token_df)
+    kept = {t for t, n in counts.items() if n >= 3}
+    assert set(model.vectors.index_to_key) == kept
+    assert model.vectors.dim == 12
+    # Ids are ranks by count: the first word is the most frequent one.
+    assert model.vectors.index_to_key[0] == counts.most_common(1)[0][0]
+    out = model.transform(token_df).select("features").limit(3).collect()
+    assert all(len(r["features"]) == 12 for r in out)
+    # The estimator's params persist as Spark ML params (JSON, no pickle).
+    path = str(tmp_path / "est")
+    est.write().save(path)
+    again = type(est).load(path)
+    assert again.getOrDefault("dim") == 12 and again.getOrDefault("minCount") == 3
+
+
+def test_estimator_bad_input(spark, token_df, tmp_path):
+    from embedpipe.errors import ConfigError
+    from embedpipe.ml import Word2Vec
+
+    with pytest.raises(InputError, match=r"Word2Vec\.fit: input column 'words' not found"):
+        Word2Vec(inputCol="words").fit(token_df)
+    with pytest.raises(InputError, match="'text' has type string, expected array<string>"):
+        Word2Vec(inputCol="text").fit(token_df)
+    with pytest.raises(InputError, match="the DataFrame is empty"):
+        Word2Vec().fit(token_df.limit(0))
+    with pytest.raises(ConfigError, match=r"word2vec\.dim = 0 is out of range"):
+        Word2Vec(dim=0, workDir=str(tmp_path / "w")).fit(token_df)
