@@ -424,7 +424,8 @@ class _EmbeddingEstimator(Estimator, _EmbeddingParams, MLWritable, MLReadable):
         _check_input(dataset, col, f"{name}.fit")
         if dataset.select(col).limit(1).count() == 0:
             raise InputError(f"{name}.fit: the DataFrame is empty; nothing to train on")
-        work = self.getOrDefault(self.workDir) or tempfile.mkdtemp(prefix="embedpipe-ml-")
+        given = self.getOrDefault(self.workDir)
+        work = given or tempfile.mkdtemp(prefix="embedpipe-ml-")
         text_uri = fsutil.join(work, "input")
         (dataset.select(F.coalesce(F.array_join(F.col(col), " "), F.lit("")).alias("value"))
          .write.mode("overwrite").text(fsutil.to_spark_uri(text_uri)))
@@ -433,6 +434,8 @@ class _EmbeddingEstimator(Estimator, _EmbeddingParams, MLWritable, MLReadable):
         run = RunDir(fsutil.join(work, "run"))
         run_stages(["vocab", "encode", *self._stages], cfg, run, spark=dataset.sparkSession)
         vectors = Vectors.load_model_dir(run.path(self._stages[-1]))
+        if not given:  # the vectors are in memory now; a temporary run is not kept
+            fsutil.remove(work)
         model = EmbeddingModel(vectors=vectors, inputCol=col, outputCol=self.getOutputCol(),
                                normalizeWords=self.getNormalizeWords(),
                                pooling=self.getPooling(), sifA=self.getSifA())
