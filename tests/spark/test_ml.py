@@ -182,3 +182,25 @@ def test_estimator_bad_input(spark, token_df, tmp_path):
         Word2Vec().fit(token_df.limit(0))
     with pytest.raises(ConfigError, match=r"word2vec\.dim = 0 is out of range"):
         Word2Vec(dim=0, workDir=str(tmp_path / "w")).fit(token_df)
+
+
+@pytest.mark.slow
+def test_transform_of_a_million_rows_stays_on_the_executors(spark, vectors):
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    n = 1_000_000
+    words = F.array(*[F.lit(w) for w in WORDS])
+    df = spark.range(n, numPartitions=4).select(
+        F.array(F.element_at(words, (F.col("id") % 8 + 1).cast("int")),
+                F.element_at(words, ((F.col("id") + 3) % 8 + 1).cast("int")),
+                F.lit("oov")).alias("tokens"))
+    out = EmbeddingModel.fromVectors(vectors).transform(df)
+    # An aggregation on the executors: only one row comes back to the driver.
+    got = np.array(out.select(vector_to_array("features").alias("f"))
+                   .agg(F.array(*[F.sum(F.col("f")[k]) for k in range(vectors.dim)]))
+                   .first()[0])
+    m = vectors.vectors.astype(np.float64)
+    per_residue = np.array([(m[r] + m[(r + 3) % 8]) / 2 for r in range(8)])
+    want = per_residue.sum(axis=0) * (n // 8)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
