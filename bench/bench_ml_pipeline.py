@@ -24,45 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import command_line, machine, update_section
-from examples.movie_reviews_pipeline import build_pipeline, load_reviews
-
-
-def _fitted_model_cv(df, model, folds: int, seed: int) -> float:
-    from pyspark.ml import Pipeline
-    from pyspark.ml.classification import LogisticRegression
-    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
-    from pyspark.ml.feature import RegexTokenizer, StandardScaler
-    from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
-
-    n_train = df.count() * (folds - 1) / folds
-    lr = LogisticRegression(featuresCol="scaled", regParam=1.0 / n_train, maxIter=200)
-    pipe = Pipeline(stages=[
-        RegexTokenizer(inputCol="text", outputCol="tokens", pattern="\\s+"),
-        model, StandardScaler(inputCol="features", outputCol="scaled", withMean=True,
-                              withStd=True), lr])
-    cv = CrossValidator(estimator=pipe,
-                        estimatorParamMaps=ParamGridBuilder().addGrid(
-                            lr.regParam, [1.0 / n_train]).build(),
-                        evaluator=MulticlassClassificationEvaluator(metricName="accuracy"),
-                        numFolds=folds, seed=seed)
-    return float(cv.fit(df).avgMetrics[0])
-
-
-def _cv(df, mllib: bool, args) -> tuple[float, float]:
-    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
-    from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
-
-    n_train = df.count() * (args.folds - 1) / args.folds
-    pipe, lr = build_pipeline(mllib, args.dim, args.epochs, args.min_count, args.seed,
-                              1.0 / n_train)
-    cv = CrossValidator(estimator=pipe,
-                        estimatorParamMaps=ParamGridBuilder().addGrid(
-                            lr.regParam, [1.0 / n_train]).build(),
-                        evaluator=MulticlassClassificationEvaluator(metricName="accuracy"),
-                        numFolds=args.folds, seed=args.seed)
-    t = time.perf_counter()
-    acc = float(cv.fit(df).avgMetrics[0])
-    return acc, time.perf_counter() - t
+from examples.movie_reviews_pipeline import cross_validate, load_reviews, word2vec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +33,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from embedpipe import scoring
     from embedpipe.config import load_config
-    from embedpipe.ml import Word2Vec
     from embedpipe.spark import build_session
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -90,20 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     # 1. Same vectors, our evaluate vs Spark CrossValidator.
     tokens = RegexTokenizer(inputCol="text", outputCol="tokens", pattern="\\s+").transform(df)
     t = time.perf_counter()
-    model = Word2Vec(inputCol="tokens", dim=args.dim, window=5, minCount=args.min_count,
-                     epochs=args.epochs, seed=args.seed, partitions=2,
-                     normalizeWords=True).fit(tokens)
+    model = word2vec(False, args.dim, args.epochs, args.min_count, args.seed).fit(tokens)
     fit_s = time.perf_counter() - t
     ours = scoring.evaluate_classification(model.vectors, docs, labels, folds=args.folds,
                                            seed=0)["accuracy"]
-    spark_acc = _fitted_model_cv(df, model, args.folds, args.seed)
+    spark_acc, _ = cross_validate(df, model, args.folds, args.seed)
     diff = spark_acc - ours
     print(f"same vectors: evaluate {ours:.4f}, Spark CV {spark_acc:.4f}, diff {diff:+.4f}")
 
     # 2. Estimator inside the pipeline: ours vs MLlib.
     rows = []
     for mllib in (False, True):
-        acc, secs = _cv(df, mllib, args)
+        est = word2vec(mllib, args.dim, args.epochs, args.min_count, args.seed)
+        acc, secs = cross_validate(df, est, args.folds, args.seed)
         rows.append(("MLlib `Word2Vec`" if mllib else "embedpipe `Word2Vec`", acc, secs))
         print(rows[-1])
     load1 = os.getloadavg()[0]

@@ -30,45 +30,49 @@ def load_reviews(spark, path: str | None = None):
     return spark.createDataFrame(rows, "label double, text string")
 
 
-def build_pipeline(mllib: bool, dim: int, epochs: int, min_count: int, seed: int,
-                   reg_param: float):
-    """RegexTokenizer -> (our or MLlib's) Word2Vec -> StandardScaler -> LogisticRegression."""
+def build_pipeline(embedding, reg_param: float):
+    """RegexTokenizer -> ``embedding`` -> StandardScaler -> LogisticRegression; returns (it, lr).
+
+    ``embedding`` is an estimator (ours or MLlib's Word2Vec) or an already fitted
+    model, reading ``tokens`` and writing ``features``.
+    """
     from pyspark.ml import Pipeline
     from pyspark.ml.classification import LogisticRegression
     from pyspark.ml.feature import RegexTokenizer, StandardScaler
 
     tokenizer = RegexTokenizer(inputCol="text", outputCol="tokens", pattern="\\s+")
-    if mllib:
-        from pyspark.ml.feature import Word2Vec as MLlibWord2Vec
-
-        w2v = MLlibWord2Vec(inputCol="tokens", outputCol="features", vectorSize=dim,
-                            windowSize=5, minCount=min_count, maxIter=epochs, seed=seed,
-                            numPartitions=2)
-    else:
-        from embedpipe.ml import Word2Vec
-
-        w2v = Word2Vec(inputCol="tokens", outputCol="features", dim=dim, window=5,
-                       minCount=min_count, epochs=epochs, seed=seed, partitions=2,
-                       normalizeWords=True)
     scaler = StandardScaler(inputCol="features", outputCol="scaled", withMean=True,
                             withStd=True)
     lr = LogisticRegression(featuresCol="scaled", regParam=reg_param, maxIter=200)
-    return Pipeline(stages=[tokenizer, w2v, scaler, lr]), lr
+    return Pipeline(stages=[tokenizer, embedding, scaler, lr]), lr
 
 
-def cross_validate(spark, df, mllib: bool, folds: int, dim: int, epochs: int,
-                   min_count: int, seed: int) -> tuple[float, float]:
-    """(mean 5-fold accuracy, seconds) of the pipeline."""
+def word2vec(mllib: bool, dim: int, epochs: int, min_count: int, seed: int):
+    """Our Word2Vec estimator or MLlib's, with the same settings."""
+    if mllib:
+        from pyspark.ml.feature import Word2Vec as MLlibWord2Vec
+
+        return MLlibWord2Vec(inputCol="tokens", outputCol="features", vectorSize=dim,
+                             windowSize=5, minCount=min_count, maxIter=epochs, seed=seed,
+                             numPartitions=2)
+    from embedpipe.ml import Word2Vec
+
+    return Word2Vec(inputCol="tokens", outputCol="features", dim=dim, window=5,
+                    minCount=min_count, epochs=epochs, seed=seed, partitions=2,
+                    normalizeWords=True)
+
+
+def cross_validate(df, embedding, folds: int, seed: int) -> tuple[float, float]:
+    """(mean k-fold accuracy, seconds) of the pipeline around ``embedding``."""
     from pyspark.ml.evaluation import MulticlassClassificationEvaluator
     from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 
     # regParam 1 / (C n) with C = 1 and n the training documents: the objective our
     # `evaluate` uses (scikit-learn's LogisticRegression(C=1)) in Spark's scaling.
-    n_train = df.count() * (folds - 1) / folds
-    pipeline, lr = build_pipeline(mllib, dim, epochs, min_count, seed, 1.0 / n_train)
+    reg = 1.0 / (df.count() * (folds - 1) / folds)
+    pipeline, lr = build_pipeline(embedding, reg)
     cv = CrossValidator(estimator=pipeline,
-                        estimatorParamMaps=ParamGridBuilder().addGrid(
-                            lr.regParam, [1.0 / n_train]).build(),
+                        estimatorParamMaps=ParamGridBuilder().addGrid(lr.regParam, [reg]).build(),
                         evaluator=MulticlassClassificationEvaluator(metricName="accuracy"),
                         numFolds=folds, seed=seed)
     t = time.perf_counter()
@@ -91,8 +95,8 @@ def main() -> int:
     args = ap.parse_args()
     spark = build_session(load_config(None).spark)
     df = load_reviews(spark).cache()
-    acc, secs = cross_validate(spark, df, args.mllib, args.folds, args.dim, args.epochs,
-                               args.min_count, args.seed)
+    embedding = word2vec(args.mllib, args.dim, args.epochs, args.min_count, args.seed)
+    acc, secs = cross_validate(df, embedding, args.folds, args.seed)
     who = "MLlib Word2Vec" if args.mllib else "embedpipe Word2Vec"
     print(f"{who}: {args.folds}-fold accuracy {acc:.4f} ({secs:.0f} s)")
     spark.stop()
