@@ -39,6 +39,9 @@ MERGE_ROWS = 4_000_000
 VOCAB_FILE = "vocab.parquet"
 #: Lines per input split (file, block start): lets ``encode`` number lines without a pass.
 SPLITS_FILE = "splits.parquet"
+#: More than one invalid UTF-8 sequence per this many bytes: binary, not text (Latin-1
+#: text stays well under it, random or compressed bytes are far over it).
+BINARY_RATIO = 10
 SPLITS_SCHEMA = pa.schema([("file", pa.string()), ("block", pa.int64()), ("lines", pa.int64())])
 
 
@@ -288,6 +291,13 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
     where = cfg.input.path
     if stats.get("documents", 0) == 0:
         raise InputError(f"{where}: the corpus is empty (0 lines); check input.path")
+    if (stats.get("bytes", 0) >= 4096  # too few bytes to judge
+            and stats.get("invalid_utf8", 0) * BINARY_RATIO > stats["bytes"]):
+        raise InputError(
+            f"{where}: does not look like text: {stats['invalid_utf8']:,} invalid UTF-8 "
+            f"sequences in {human_bytes(stats['bytes'])} (more than 1 in {BINARY_RATIO} bytes); "
+            "is it binary, or compressed without a .gz/.bz2 suffix?"
+        )
     if stats.get("tokens", 0) == 0:
         raise InputError(
             f"{where}: the corpus has {stats['documents']} lines but no tokens "
