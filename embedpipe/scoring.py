@@ -132,9 +132,30 @@ def _read_lines(path: str) -> list[str]:
     ``.gz`` / ``.bz2`` files arrive decompressed.
     """
     try:
-        return fsutil.read_bytes(path).decode("utf-8").splitlines()
+        data = _bundled_bytes(path)
+        if data is None:
+            data = fsutil.read_bytes(path)
+        return data.decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: cannot read as UTF-8 text ({e})") from e
+
+
+def _bundled_bytes(path: str) -> bytes | None:
+    """Bytes of a bundled file through importlib.resources, or None if not bundled.
+
+    When the package is shipped as a zip (``spark-submit --py-files embedpipe.zip``)
+    its data files have no path on disk; resources still read them.
+    """
+    import gzip
+
+    root = str(importlib.resources.files("embedpipe")).rstrip("/")
+    if not path.startswith(root + "/") or posixpath.exists(path):
+        return None
+    node = importlib.resources.files("embedpipe")
+    for part in path[len(root) + 1 :].split("/"):
+        node = node / part
+    data = node.read_bytes()
+    return gzip.decompress(data) if path.endswith(".gz") else data
 
 
 def read_similarity(path: str) -> list[tuple[str, str, float]]:

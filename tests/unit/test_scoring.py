@@ -272,3 +272,19 @@ def test_evaluate_all_is_json_serialisable(fixture, tmp_path):
     assert back["analogy"]["an"]["3cosadd"]["restrict_vocab"] == 800
     assert back["similarity"]["sim"]["used"] > 0
     assert back["classification"]["docs"]["folds"] == 5
+
+
+def test_bundled_sets_read_from_a_zipped_package(tmp_path):
+    # spark-submit --py-files embedpipe.zip: the data files have no path on disk.
+    import subprocess
+    import sys
+
+    from tests.cluster.loopback import package_zip
+
+    z = package_zip(tmp_path / "embedpipe.zip")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import embedpipe.scoring as s; "
+            "assert s.__file__.startswith(sys.argv[1]); ds = s.default_datasets(); "
+            "print(len(s.read_similarity(ds[0].path)), len(s.read_classification(ds[3].path)[0]))")
+    out = subprocess.run([sys.executable, "-c", code, str(z)], capture_output=True, text=True,
+                         cwd=tmp_path, check=True)
+    assert out.stdout.split() == ["353", "2000"]
