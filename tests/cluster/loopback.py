@@ -127,3 +127,28 @@ def spark_submit(cluster: LoopbackCluster, py_files: Path, args: list[str], log:
     with open(log, "wb") as out:
         return subprocess.run(cmd, env=_env(), stdout=out, stderr=subprocess.STDOUT,
                               timeout=timeout, cwd=str(cluster.work))
+
+
+def spark_submit_background(cluster: LoopbackCluster, py_files: Path, args: list[str],
+                            log: Path) -> subprocess.Popen:
+    """Like :func:`spark_submit`, but returns the running driver (its own process group)."""
+    cmd = [str(SPARK_HOME / "bin" / "spark-submit"), "--master", cluster.url,
+           "--py-files", str(py_files), "--conf", "spark.executor.memory=1500m",
+           "--conf", "spark.driver.memory=2g", "--conf", f"spark.pyspark.python={sys.executable}",
+           str(REPO / "jobs" / "pipeline.py"), *args]
+    out = open(log, "wb")  # noqa: SIM115 (lives as long as the process)
+    return subprocess.Popen(cmd, env=_env(), stdout=out, stderr=subprocess.STDOUT,
+                            cwd=str(cluster.work), start_new_session=True)
+
+
+def wait_for_line(log: Path, needle: str, proc: subprocess.Popen, timeout: float = 900) -> None:
+    """Block until ``needle`` appears in ``log`` (or fail if the driver exits first)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if log.exists() and needle in log.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"driver exited ({proc.returncode}) before '{needle}': "
+                                 + log.read_text(errors="replace")[-2000:])
+        time.sleep(0.2)
+    raise AssertionError(f"'{needle}' not in {log} after {timeout:.0f}s")

@@ -16,8 +16,7 @@ from embedpipe.cli import run_stages
 from embedpipe.config import load_config
 from embedpipe.runs import RunDir
 from embedpipe.vectors import Vectors
-from tests.cluster.loopback import LoopbackCluster, package_zip, spark_submit
-from tests.conftest import SAMPLE, head_lines
+from tests.cluster.loopback import package_zip, spark_submit
 
 pytestmark = pytest.mark.cluster
 
@@ -25,20 +24,6 @@ STAGES = ["vocab", "encode", "cooccur", "glove", "svd", "word2vec", "evaluate"]
 SETTINGS = ["vocab.min_count=3", "cooccur.shards=2", "cooccur.window=5", "glove.dim=16",
             "glove.epochs=3", "svd.dim=16", "word2vec.dim=16", "word2vec.epochs=1",
             "word2vec.partitions=2", "input.partitions=2"]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = LoopbackCluster(tmp_path_factory.mktemp("cluster")).start()
-    yield c
-    c.stop()
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("corpus") / "sample.txt"
-    path.write_text("\n".join(head_lines(SAMPLE, 3000)) + "\n")
-    return path
 
 
 def _args(corpus, out):
