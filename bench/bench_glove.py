@@ -1,16 +1,18 @@
 """GloVe on en-open: our Spark stage with S = 1, 2, 4 shards against Stanford GloVe.
 
     .venv/bin/python bench/bench_glove.py [--epochs 25] [--shards 1,2,4] [--x-max 100]
-        [--peer /path/to/glove] [--peer-epochs N] [--no-eval] [--driver-memory 6g]
-        [--report-only]
+        [--merge scaled|average] [--peer /path/to/glove] [--peer-epochs N] [--no-eval]
+        [--driver-memory 6g] [--report-only]
 
 Builds the en-open co-occurrence matrix through the real stages (whitespace tokens,
 min_count 5, window 10, harmonic weighting, 4 shards so that S = 1, 2, 4 each read
-their rows once) in ``bench/out/runs/en-open`` (vocab and
-encode are skipped when the vocab-encode benchmark left them there), trains the
+their rows once) in its own run directory ``bench/out/runs/glove-en-open`` (skipped
+when current; ``--build-only`` stops there), trains the
 glove stage (dim 100, x_max, alpha 0.75, eta 0.05) on ``local[2]`` for every S, and
 scores each result with ``embedpipe.scoring.evaluate_all`` (WS353, SimLex-999,
-Google analogy 3CosAdd, movie-review classification).
+Google analogy 3CosAdd, movie-review classification). ``--merge`` sets
+``glove.merge``; runs with the other mode left in ``bench/out`` by an earlier
+invocation are shown as extra rows (S = 1 is the same for both modes).
 
 Peer: ``--peer`` is a ``glove`` binary built from Stanford's ``glove.c`` (not part of
 this repository: fetch and build it yourself, ``gcc -O3 -march=native
@@ -59,6 +61,8 @@ QUOTED = {
     10.0: {"ws353": 0.527, "simlex999": 0.240, "analogy": 0.201, "movie_reviews": None},
 }
 QUOTED_EPOCH_SECONDS = 32.2
+#: This benchmark's own run directory (other benchmarks rewrite ``runs/en-open``).
+RUN = OUT / "runs" / "glove-en-open"
 
 
 def scores(vectors) -> dict:
@@ -234,7 +238,14 @@ def plot(curves: dict[str, list[float]], path: Path) -> None:
 
 
 def report(
-    command: str, args, ours: dict[int, dict], peer: dict | None, cooc: dict, nnz: int, png: Path
+    command: str,
+    args,
+    ours: dict[int, dict],
+    peer: dict | None,
+    cooc: dict,
+    nnz: int,
+    png: Path,
+    others: dict[int, dict] | None = None,
 ) -> str:
     """The Markdown of the ``glove`` section."""
     lines = [
@@ -244,7 +255,7 @@ def report(
         f"Machine: {machine()}  ",
         f"Data: en-open.tok.txt.gz, whitespace tokens, min_count 5, window 10 (harmonic): "
         f"{nnz:,} non-zeros. Settings: dim 100, x_max {args.x_max:g}, alpha 0.75, eta 0.05, "
-        f"{args.epochs} epochs, local[2]. Co-occurrence stages: "
+        f"{args.epochs} epochs, local[2], glove.merge {args.merge}. Co-occurrence stages: "
         + ", ".join(f"{k} {'skipped' if v is None else f'{v} s'}" for k, v in cooc.items())
         + ".",
         "",
@@ -259,11 +270,17 @@ def report(
         "| load s | final loss | WS353 | SimLex-999 | analogy 3CosAdd | movie reviews | load avg |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for s, m in sorted(ours.items()):
+    other = "average" if args.merge == "scaled" else "scaled"
+    rows = [(f"embedpipe S={s} ({args.merge})", m) for s, m in sorted(ours.items())]
+    rows += [
+        (f"embedpipe S={s} ({other}; earlier run, `--merge {other}`)", m)
+        for s, m in sorted((others or {}).items())
+    ]
+    for label, m in rows:
         sc = m.get("scores", {})
         cpu = [sum(c) for c in m["task_cpu_seconds"]]
         lines.append(
-            f"| embedpipe S={s} | {len(m['losses'])} | {np.mean(m['epoch_seconds']):.1f} "
+            f"| {label} | {len(m['losses'])} | {np.mean(m['epoch_seconds']):.1f} "
             f"| {np.mean(cpu):.1f} | {np.mean(m['exchange_seconds']):.1f} "
             f"| {np.mean(m['checkpoint_seconds']):.1f} | {m['load_seconds']:.0f} "
             f"| {m['losses'][-1]:.5f} | {_fmt(sc.get('ws353'))} | {_fmt(sc.get('simlex999'))} "
@@ -308,14 +325,20 @@ def report(
             )
             + "."
         )
-    if 1 in ours and 4 in ours and "scores" in ours[1] and "scores" in ours[4]:
-        a, b = ours[1]["scores"], ours[4]["scores"]
-        lines.append(
-            f"S = 4 vs S = 1: WS353 {b['ws353'] - a['ws353']:+.3f}, SimLex "
-            f"{b['simlex999'] - a['simlex999']:+.3f}, analogy "
-            f"{100 * (b['analogy'] - a['analogy']):+.1f} points (criterion: within 0.02 "
-            "Spearman and 2 points)."
-        )
+    for merge, runs in ((args.merge, ours), (other, others or {})):
+        if 1 in ours and 4 in runs and "scores" in ours[1] and "scores" in runs[4]:
+            a, b = ours[1]["scores"], runs[4]["scores"]
+            ok = (
+                abs(b["ws353"] - a["ws353"]) <= 0.02
+                and abs(b["simlex999"] - a["simlex999"]) <= 0.02
+                and abs(b["analogy"] - a["analogy"]) <= 0.02
+            )
+            lines.append(
+                f"S = 4 ({merge}) vs S = 1: WS353 {b['ws353'] - a['ws353']:+.3f}, SimLex "
+                f"{b['simlex999'] - a['simlex999']:+.3f}, analogy "
+                f"{100 * (b['analogy'] - a['analogy']):+.1f} points (criterion: within 0.02 "
+                f"Spearman and 2 points): **{'PASS' if ok else 'FAIL'}**."
+            )
     lines += ["", f"Loss curves: `bench/{png.name}` (cost per entry, glove.c's definition).", ""]
     return "\n".join(lines)
 
@@ -330,7 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer-epochs", type=int, default=None, help="default: --epochs")
     ap.add_argument("--no-eval", action="store_true", help="timing only, no scores")
     ap.add_argument("--driver-memory", default="6g")
-    ap.add_argument("--run", default=str(OUT / "runs" / "en-open"))
+    ap.add_argument("--merge", default="scaled", choices=("scaled", "average"))
+    ap.add_argument("--run", default=str(RUN))
+    ap.add_argument("--build-only", action="store_true", help="only build the matrix")
     ap.add_argument(
         "--report-only",
         action="store_true",
@@ -347,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         f"input.path={CORPUS}", "vocab.tokenizer=whitespace", "vocab.min_count=5",
         "cooccur.window=10", "cooccur.weighting=harmonic", "cooccur.shards=4", "glove.dim=100",
         f"glove.epochs={args.epochs}", f"glove.x_max={args.x_max}", "glove.alpha=0.75",
-        "glove.eta=0.05",
+        "glove.eta=0.05", f"glove.merge={args.merge}",
     ])  # fmt: skip
     run = RunDir(args.run)
     tag = f"xmax{args.x_max:g}-e{args.epochs}"
@@ -358,6 +383,16 @@ def main(argv: list[str] | None = None) -> int:
     ours: dict[int, dict] = {}
     peer = None
 
+    def ours_path(s: int, merge: str) -> Path:
+        """Measurements of S = s; the default merge has no merge in its name."""
+        return OUT / f"glove-S{s}{'' if merge == 'scaled' else '-' + merge}-{tag}.json"
+
+    def load_others() -> dict[int, dict]:
+        """Runs with the other merge mode, kept from an earlier invocation (S > 1 only)."""
+        other = "average" if args.merge == "scaled" else "scaled"
+        found = {s: ours_path(s, other) for s in (2, 4)}
+        return {s: json.loads(p.read_text()) for s, p in found.items() if p.exists()}
+
     def write() -> str:
         """(Re)write the section and the plot from what has finished so far."""
         curves = {f"embedpipe S={s}": m["losses"] for s, m in sorted(ours.items())}
@@ -365,13 +400,13 @@ def main(argv: list[str] | None = None) -> int:
             curves["glove.c 2 threads"] = peer["losses"]
         plot(curves, png)
         command = next((m["command"] for m in ours.values() if "command" in m), command_line())
-        md = report(command, args, ours, peer, cooc, nnz, png)
+        md = report(command, args, ours, peer, cooc, nnz, png, load_others())
         update_section(section, md)
         return md
 
     if args.report_only:  # rewrite the section and plot from the saved measurements
         for s in [int(v) for v in args.shards.split(",") if v]:
-            path = OUT / f"glove-S{s}-{tag}.json"
+            path = ours_path(s, args.merge)
             if path.exists():
                 ours[s] = json.loads(path.read_text())
         path = OUT / f"glove-peer-{tag}.json"
@@ -390,12 +425,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cooc = build_cooc(spark, cfg, run)
         nnz = int(run.record("cooccur")["counts"]["nnz"])
+        if args.build_only:
+            print(f"{run.uri}: {nnz:,} non-zeros; stages {cooc}")
+            return 0
         for s in [int(v) for v in args.shards.split(",") if v]:
             logger.info("bench    glove S=%d, %d epochs, x_max %g", s, args.epochs, args.x_max)
             ours[s] = run_ours(spark, cfg, run, s, not args.no_eval)
             ours[s]["cooc_stage_seconds"] = cooc
             ours[s]["command"] = command_line()
-            (OUT / f"glove-S{s}-{tag}.json").write_text(json.dumps(ours[s], indent=1))
+            ours_path(s, args.merge).write_text(json.dumps(ours[s], indent=1))
             write()
     finally:
         spark.stop()

@@ -41,6 +41,99 @@ WORK = OUT / "word2vec"
 RESULTS_JSON = WORK / "results.json"
 PLOT = Path(__file__).resolve().parent / "word2vec_quality.png"
 SETTINGS = {"dim": 100, "window": 5, "negative": 5, "min_count": 5, "seed": 1}
+#: Measurements of the stage before issue 8's merge fix (count-weighted average of partitions
+#: trained at alpha, 1 round per epoch), kept for the table under their own merge label.
+BEFORE_JSON = WORK / "results-before-fix.json"
+BEFORE_LABEL = "average (old: alpha, count-weighted, R=1)"
+
+
+class CpuMeter:
+    """CPU seconds used by this process and all its descendants (the Spark JVM and its
+    Python workers too) over a block.
+
+    A plain before/after sum over the process tree goes wrong when a process exits in
+    between (Spark retires idle Python workers, taking their CPU time with them), so the
+    tree is sampled every ``interval`` seconds and every process contributes its last
+    sampled time minus its time when first seen (0 if it started inside the block).
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        import threading
+
+        self.interval = interval
+        self._first: dict[tuple[int, float], float] = {}
+        self._last: dict[tuple[int, float], float] = {}
+        self._started = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                with p.oneshot():
+                    key = (p.pid, p.create_time())
+                    t = p.cpu_times()
+            except psutil.Error:
+                continue
+            used = t.user + t.system
+            if key not in self._first:
+                self._first[key] = used if not self._started else 0.0
+            self._last[key] = used
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> CpuMeter:
+        self._sample()
+        self._started = True
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    @property
+    def seconds(self) -> float:
+        """CPU seconds of the whole tree inside the block."""
+        return sum(self._last[k] - self._first[k] for k in self._last)
+
+
+class Usage:
+    """The 1-minute load average sampled every few seconds over a block."""
+
+    def __init__(self, interval: float = 5.0) -> None:
+        import threading
+
+        self.interval = interval
+        self.loads: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.loads.append(os.getloadavg()[0])
+
+    def __enter__(self) -> Usage:
+        self.loads.append(os.getloadavg()[0])
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.loads.append(os.getloadavg()[0])
+
+    @property
+    def load(self) -> list[float]:
+        """1-minute load average: before, mean while running, after."""
+        return [round(self.loads[0], 1), round(sum(self.loads) / len(self.loads), 1),
+                round(self.loads[-1], 1)]  # fmt: skip
 
 
 # ------------------------------------------------------------------ storage
@@ -112,7 +205,7 @@ def run_ours(spark, run, base, n_words, mode, parts, merge, epochs, sample) -> d
         f"word2vec.epochs={epochs}", f"word2vec.sample={sample}",
         *(f"word2vec.{k}={SETTINGS[k]}" for k in ("dim", "window", "negative", "seed")),
     ])  # fmt: skip
-    with PeakRSS() as peak:
+    with PeakRSS() as peak, CpuMeter() as cpu:
         t0 = time.perf_counter()
         word2vec.run(spark, cfg, run, force=True)
         wall = time.perf_counter() - t0
@@ -123,9 +216,11 @@ def run_ours(spark, run, base, n_words, mode, parts, merge, epochs, sample) -> d
         "epochs": epochs, "sample": sample, "wall_s": wall, "train_s": train,
         "load_s": model["load_seconds"], "words": n_words * epochs,
         "words_per_s": n_words * epochs / wall, "train_words_per_s": n_words * epochs / train,
+        "cpu_s": cpu.seconds,
         "losses": model["losses"], "peak_gib": peak.gib,
         "broadcast_bytes": model["exchange_bytes_per_round"]["broadcast"],
         "result_bytes": model["exchange_bytes_per_round"]["results"],
+        "rounds_per_epoch": model["rounds_per_epoch"], "alpha_scale": model["alpha_scale"],
     }  # fmt: skip
     out.update(score(Vectors.load(run.path("word2vec"))))
     return out
@@ -137,17 +232,18 @@ def run_gensim(corpus: Path, n_words: int, mode: str, epochs: int, sample: float
 
     from embedpipe.vectors import Vectors
 
-    t0 = time.perf_counter()
-    model = Word2Vec(
-        LineSentence(str(corpus)), vector_size=SETTINGS["dim"], window=SETTINGS["window"],
-        min_count=SETTINGS["min_count"], negative=SETTINGS["negative"], sample=sample,
-        epochs=epochs, workers=2, sg=1 if mode == "skipgram" else 0, seed=SETTINGS["seed"],
-    )  # fmt: skip
-    wall = time.perf_counter() - t0
+    with CpuMeter() as cpu:
+        t0 = time.perf_counter()
+        model = Word2Vec(
+            LineSentence(str(corpus)), vector_size=SETTINGS["dim"], window=SETTINGS["window"],
+            min_count=SETTINGS["min_count"], negative=SETTINGS["negative"], sample=sample,
+            epochs=epochs, workers=2, sg=1 if mode == "skipgram" else 0, seed=SETTINGS["seed"],
+        )  # fmt: skip
+        wall = time.perf_counter() - t0
     out = {
         "system": "gensim", "mode": mode, "partitions": 2, "merge": "-", "epochs": epochs,
-        "sample": sample, "wall_s": wall, "words": n_words * epochs,
-        "words_per_s": n_words * epochs / wall,
+        "sample": sample, "wall_s": wall, "cpu_s": cpu.seconds,
+        "words": n_words * epochs, "words_per_s": n_words * epochs / wall,
     }  # fmt: skip
     out.update(score(Vectors(model.wv.index_to_key, model.wv.vectors)))
     return out
@@ -169,9 +265,10 @@ def run_mllib(spark, corpus: Path, run, n_words: int, parts: int, epochs: int) -
     est = Word2Vec(vectorSize=SETTINGS["dim"], windowSize=SETTINGS["window"],
                    minCount=SETTINGS["min_count"], maxIter=epochs, numPartitions=parts,
                    seed=SETTINGS["seed"], inputCol="words", outputCol="vec")  # fmt: skip
-    t0 = time.perf_counter()
-    model = est.fit(words)
-    wall = time.perf_counter() - t0
+    with CpuMeter() as cpu:
+        t0 = time.perf_counter()
+        model = est.fit(words)
+        wall = time.perf_counter() - t0
     words.unpersist()
     rows = model.getVectors().collect()
     # Frequency order (the analogy restrict_vocab needs it): our vocabulary's ids.
@@ -182,18 +279,58 @@ def run_mllib(spark, corpus: Path, run, n_words: int, parts: int, epochs: int) -
     vec = Vectors([r["word"] for r in rows], np.array([r["vector"].toArray() for r in rows]))
     out = {
         "system": "mllib", "mode": "skipgram (hs)", "partitions": parts, "merge": "sum/avg",
-        "epochs": epochs, "sample": 0.0, "wall_s": wall, "words": n_words * epochs,
+        "epochs": epochs, "sample": 0.0, "wall_s": wall, "cpu_s": cpu.seconds,
+        "words": n_words * epochs,
         "words_per_s": n_words * epochs / wall,
     }  # fmt: skip
     out.update(score(vec))
     return out
 
 
+def warm_up(spark: Any, corpus: Path, systems: list[str]) -> None:
+    """Run each Spark system once, untimed, on the first 20,000 lines: the JVM compiles
+    its hot paths and Spark starts its Python workers (which import numpy, pyarrow and
+    numba and load the compiled kernels) on the first job of a session, about 15 CPU
+    seconds here; that is Spark start-up, which the issue excludes from the rate."""
+    from embedpipe.config import load_config
+    from embedpipe.stages import word2vec
+
+    if corpus.name.startswith("head-"):
+        return
+    head = head_file(corpus, 20_000)
+    if "embedpipe" in systems:
+        run, base, _ = prepare(spark, head)
+        for mode in ("skipgram", "cbow"):
+            cfg = load_config(None, [*base, "word2vec.epochs=1", "word2vec.partitions=2",
+                                     f"word2vec.mode={mode}", "word2vec.dim=100"])  # fmt: skip
+            word2vec.run(spark, cfg, run, force=True)
+    if "mllib" in systems:
+        from pyspark.ml.feature import Word2Vec
+        from pyspark.sql import functions as F
+
+        words = spark.read.text(str(head)).select(
+            F.array_remove(F.split("value", " "), "").alias("words")
+        )
+        Word2Vec(vectorSize=SETTINGS["dim"], minCount=SETTINGS["min_count"], maxIter=1,
+                 numPartitions=2, inputCol="words", outputCol="vec").fit(words)  # fmt: skip
+
+
 # ------------------------------------------------------------------ report
 
 
 def _load(r: dict[str, Any]) -> str:
-    return "→".join(f"{x:.1f}" for x in r["load"]) if "load" in r else "–"
+    """Load average before→(mean during→)after, as stored."""
+    return "→".join(f"{x:.1f}" for x in r["load"]) if r.get("load") else "–"
+
+
+def _cpu(r: dict[str, Any]) -> str:
+    return f"{r['cpu_s']:.0f}" if r.get("cpu_s") is not None else "–"
+
+
+def _merge(r: dict[str, Any]) -> str:
+    if r["system"] == "embedpipe" and r.get("rounds_per_epoch"):
+        return f"{r['merge']}, R={r['rounds_per_epoch']}, α×{r.get('alpha_scale', 1):g}"
+    return r["merge"]
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -203,6 +340,13 @@ def _fmt(v: Any, spec: str) -> str:
 def render(data: dict[str, Any]) -> None:
     """RESULTS.md section and the quality-vs-S plot from every stored measurement."""
     runs = list(data["runs"].values())
+    if BEFORE_JSON.exists():  # the pre-fix stage's S > 1 rows, under their own label
+        old = json.loads(BEFORE_JSON.read_text())["runs"].values()
+        runs += [
+            {**r, "merge": BEFORE_LABEL}
+            for r in old
+            if r["system"] == "embedpipe" and r["partitions"] > 1 and r["epochs"] >= 5
+        ]
     speed = sorted((r for r in runs if r["epochs"] == 1),
                    key=lambda r: (r["mode"], r["system"], r["partitions"]))  # fmt: skip
     quality = sorted((r for r in runs if r["epochs"] >= 5),
@@ -218,14 +362,18 @@ def render(data: dict[str, Any]) -> None:
         "times carry noise; peers ran in the same process, one after the other). Raw words/s = "
         "in-vocabulary tokens × epochs ÷ wall time of the training call (embedpipe: the "
         "word2vec stage incl. its corpus load, excl. Spark start-up and vocab/encode; gensim: "
-        "incl. its vocabulary scan; MLlib: `fit` incl. its vocabulary pass, input cached).",
+        "incl. its vocabulary scan; MLlib: `fit` incl. its vocabulary pass, input cached). "
+        "Before the timed runs each Spark system ran once on the first 20,000 lines (JVM "
+        "warm-up, Python workers started: Spark start-up). CPU s = CPU seconds of the "
+        "timed call over the whole process tree (driver, JVM, Python workers), which the "
+        "load of other jobs does not change much.",
         "",
     ]
     if speed:
         md += ["### Speed (1 epoch)", "",
                "| system | mode | partitions / workers | merge | sample | wall | train only | "
-               "raw words/s | embedpipe S=2 ÷ system | load avg before→after |",
-               "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+               "raw words/s | embedpipe S=2 ÷ system | CPU s | load avg before→mean→after |",
+               "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         ours = {
             r["mode"]: r
             for r in speed
@@ -235,9 +383,9 @@ def render(data: dict[str, Any]) -> None:
             mine = ours.get(r["mode"].split(" ")[0])
             ratio = mine["words_per_s"] / r["words_per_s"] if mine else None
             md.append(
-                f"| {r['system']} | {r['mode']} | {r['partitions']} | {r['merge']} | "
+                f"| {r['system']} | {r['mode']} | {r['partitions']} | {_merge(r)} | "
                 f"{r['sample']:g} | {r['wall_s']:.1f} s | {_fmt(r.get('train_s'), '.1f')} s | "
-                f"{r['words_per_s'] / 1e6:.3f}M | {_fmt(ratio, '.2f')}× | {_load(r)} |"
+                f"{r['words_per_s'] / 1e6:.3f}M | {_fmt(ratio, '.2f')}× | {_cpu(r)} | {_load(r)} |"
             )
         md.append("")
         checks = []
@@ -259,17 +407,17 @@ def render(data: dict[str, Any]) -> None:
             "### Quality (5 epochs)",
             "",
             "| system | mode | S | merge | sample | WS353 ρ | SimLex ρ | analogy 3CosAdd | "
-            "wall | raw words/s | final loss |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "wall | raw words/s | final loss | CPU s | load avg before→mean→after |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in quality:
             loss = r.get("losses", [None])[-1]
             md.append(
-                f"| {r['system']} | {r['mode']} | {r['partitions']} | {r['merge']} | "
+                f"| {r['system']} | {r['mode']} | {r['partitions']} | {_merge(r)} | "
                 f"{r['sample']:g} | {_fmt(r['ws353'], '.3f')} | {_fmt(r['simlex'], '.3f')} | "
                 f"{_fmt(r['analogy'] * 100 if r['analogy'] is not None else None, '.1f')}% | "
                 f"{r['wall_s']:.0f} s | {r['words_per_s'] / 1e6:.3f}M | {_fmt(loss, '.4f')} | "
-                f"{_load(r)} |"
+                f"{_cpu(r)} | {_load(r)} |"
             )
         md += ["", *quality_checks(quality), "", f"Plot: `bench/{PLOT.name}`."]
         plot(quality)
@@ -330,7 +478,7 @@ def plot(quality: list[dict[str, Any]]) -> None:
     colors = {"skipgram": "tab:blue", "cbow": "tab:orange"}
     for ax, (m, title) in zip(axes, metrics, strict=True):
         for mode in ("skipgram", "cbow"):
-            for merge, style in (("average", "-o"), ("procrustes", "--s")):
+            for merge, style in (("average", "-o"), ("procrustes", "--s"), (BEFORE_LABEL, ":x")):
                 pts = sorted((r["partitions"], r[m]) for r in quality
                              if r["system"] == "embedpipe" and r["mode"] == mode
                              and (r["merge"] == merge or r["partitions"] == 1))  # fmt: skip
@@ -415,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     done = load_results(results_path)["runs"]
     try:
         run, base, n_words = prepare(spark, corpus)
+        warmed = False
         jobs: list[tuple[str, Any]] = []
         for mode in modes:
             for s in parts:
@@ -440,12 +589,16 @@ def main(argv: list[str] | None = None) -> int:
             if key in done and not args.redo:
                 print(f"{key}: stored, skipped (--redo re-measures)")
                 continue
+            if not warmed and key.split("|")[0] in ("embedpipe", "mllib"):
+                warm_up(spark, corpus, systems)
+                warmed = True
             print(f"{key}: running", flush=True)
-            load_before = os.getloadavg()[0]
-            res = job()
+            with Usage() as usage:
+                res = job()
             res["corpus"] = corpus.name
-            # The machine is shared: the 1-minute load average says how disturbed a run was.
-            res["load"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
+            # The machine is shared: the load average says how disturbed a run was (the CPU
+            # seconds of the training call, stored by each runner, what it cost regardless).
+            res["load"] = usage.load
             store(key, res, results_path)
             print(f"{key}: {json.dumps({k: v for k, v in res.items() if k != 'losses'})}",
                   flush=True)  # fmt: skip

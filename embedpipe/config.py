@@ -63,6 +63,13 @@ class GloveSchedule(StrEnum):
     AVERAGE = "average"
 
 
+class GloveMerge(StrEnum):
+    """How GloVe combines the context rows the shards trained (kernels.glove.ParamMerger)."""
+
+    SCALED = "scaled"
+    AVERAGE = "average"
+
+
 def _opt(default: Any, lo: float | None = None, hi: float | None = None, doc: str = "",
          choices: tuple[Any, ...] | None = None) -> Any:
     """A dataclass field with its range and help text in the metadata."""
@@ -127,6 +134,10 @@ class GloveConfig:
     eta: float = _opt(0.05, 1e-12, 10.0, doc="initial AdaGrad learning rate")
     local_epochs: int = _opt(1, 1, doc="passes over a shard between parameter exchanges")
     schedule: GloveSchedule = _opt(GloveSchedule.AVERAGE)
+    merge: GloveMerge = _opt(
+        GloveMerge.SCALED,
+        doc="context rows: scaled (S-times context steps, mean change) or average (by counts)",
+    )
     seed: int = _opt(1, 0)
 
 
@@ -137,9 +148,13 @@ class SvdConfig:
     dim: int = _opt(100, 1, 10000)
     cds: float = _opt(0.75, 0.0, 1.0, doc="context distribution smoothing exponent")
     shift: float = _opt(1.0, 1.0, doc="PMI shifted by log(shift); 1 = none")
-    eig: float = _opt(0.5, choices=(0.0, 0.5, 1.0), doc="output U * S^eig")
-    oversample: int = _opt(10, 0)
-    power_iters: int = _opt(3, 0, 50)
+    # U alone (eig 0) scores better than U Σ^0.5 on WS353, SimLex-999 and movie reviews and
+    # ties on analogies (bench/RESULTS.md, issue 7 acceptance 2).
+    eig: float = _opt(0.0, choices=(0.0, 0.5, 1.0), doc="output U * S^eig")
+    # PPMI's spectrum is flat (σ_100 ≈ σ_110): the textbook 10 / 3 leaves σ_100 7% low;
+    # 40 / 7 keeps all top-100 singular values within 0.5% of svds (bench/RESULTS.md).
+    oversample: int = _opt(40, 0, doc="extra sketch columns beyond svd.dim")
+    power_iters: int = _opt(7, 0, 50, doc="power iterations (one pass over the shards each)")
     add_context: bool = _opt(False)
     seed: int = _opt(1, 0)
 
@@ -157,8 +172,16 @@ class Word2VecConfig:
     alpha: float = _opt(0.0, 0.0, 10.0, doc="initial learning rate; 0 = 0.025 skipgram, 0.05 cbow")
     min_alpha: float = _opt(1e-4, 0.0, 10.0)
     partitions: int = _opt(0, 0, doc="training partitions S; 0 = Spark's default parallelism")
-    rounds_per_epoch: int = _opt(1, 1)
-    merge: Merge = _opt(Merge.AVERAGE)
+    rounds_per_epoch: int = _opt(
+        0, 0, doc="synchronisation rounds per epoch; 0 = 1 if S = 1, else max(S, words / 8M)"
+    )
+    merge: Merge = _opt(
+        Merge.AVERAGE,
+        doc="average: mean of the S partition models; procrustes: rotated onto partition 0 first",
+    )
+    scale_alpha: bool = _opt(
+        True, doc="partitions train at alpha x S (at most 0.2) so their mean moves like one pass"
+    )
     subwords: bool = _opt(False)
     minn: int = _opt(3, 1, 20)
     maxn: int = _opt(6, 1, 20)

@@ -13,29 +13,32 @@ options exist for SVD users: ``dynamic_window`` (centre ``p`` sees only
 expectation) and ``subsample`` (word2vec's frequent-word down-sampling, applied before
 windowing, so windows reach over dropped tokens as in word2vec).
 
-How it is fast without a per-token Python loop (glove.c's design, vectorised):
+How it is fast (glove.c's design, compiled with numba; no Python loop per token):
 
-* Documents are concatenated and cut into batches of up to 64k tokens (a batch owns
-  the left ends of its pairs and reads ``window`` tokens past its end, so documents
-  may straddle batches). For each offset ``d = 1..window`` the left tokens
-  ``ids[:-d]`` and right tokens ``ids[d:]`` form all pairs at distance ``d`` at once;
-  ``rem`` (tokens left in the document) masks pairs that would cross a document end.
+* One compiled pass over a chunk of documents visits every pair (p, p + d),
+  0 < d <= window, inside a document (document ends come from the list offsets).
 * Ids are frequency ranks, so most pair *instances* involve two frequent words.
   Pairs with ``(i + 1)(j + 1) <= max_product`` (glove.c's rule: the region holding
-  the Zipfian mass in the fewest cells) are summed into a dense float64 block with
-  ``np.add.at`` (~80 % of the instances of en-open at window 10). Symmetric counting
-  stores the unordered pair (min, max) once and mirrors it when the block is emitted.
-  The block grows with the tokens seen, up to 40 % of ``memory_mb`` and at most
-  4M cells (32 MB, about the L3 cache), so that a small partition does not scan (and
-  page-fault) a block sized for a big one.
+  the Zipfian mass in the fewest cells) are summed into a dense float64 block
+  (~80 % of the instances of text at window 10). Symmetric counting stores the
+  unordered pair (min, max) once and mirrors it when the block is emitted. The
+  block is larger than the cache, so its additions are queued and applied in a
+  separate tight loop whose cache misses overlap. It grows with the tokens seen, up
+  to 40 % of ``memory_mb`` and at most 4M cells (32 MB), so that a small partition
+  does not scan (and page-fault) a block sized for a big one.
 * The other pairs are appended, both directions, to a buffer of int64 keys
-  ``(i * V + j) << bits | d``; when the buffer reaches its share of ``memory_mb`` it
-  is radix-sorted (numba; ~3x np.sort on these mostly distinct keys), runs of equal
-  pairs are summed and the result is emitted as a block.
+  ``(i * V + j) << bits | d``; when the buffer is full it is radix-sorted (one MSD
+  pass, then LSD inside cache-sized buckets; ~4x np.sort on these mostly distinct
+  keys), runs of equal pairs are summed in place and the result is a block.
+
+Downstream helpers for a shuffle by row shard: :func:`pack_by_shard` splits a block
+into shards and codes key gaps and (integer) values as varints, ~3.3 bytes per
+entry instead of 16; :func:`merge_runs` sums packed runs with a k-way merge straight
+into final ``(i, j, x)`` chunks.
 
 Exactness: weights are accumulated in units of ``1 / weight_denominator(...)`` (the
 lcm of ``1..window`` for harmonic weighting), i.e. as integer-valued float64 sums,
-which are exact below 2**53. Results therefore do not depend on batching, block
+which are exact below 2**53. Results therefore do not depend on chunking, block
 sizes, ``memory_mb`` or the order of documents; with ``integer_units=True`` the
 emitted partials are those integers, so partials summed across partitions in any
 order are exact too (divide by the denominator after the final reduction).
@@ -44,7 +47,7 @@ order are exact too (divide by the denominator after the final reduction).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -64,16 +67,18 @@ WEIGHTINGS = ("harmonic", "uniform")
 # so this leaves 2**29 (5e8) full-weight co-occurrences of one pair per partial.
 _MAX_EXACT_DENOMINATOR = 1 << 24
 
-# Memory plan (a soft limit, like glove.c's -memory): the dense block <= 40 %, the
-# sparse key buffer and its radix-sort twin 2 x 10 % (+ one batch of slack each), the
-# emitted block ~16 B per distinct pair of the buffer, batches and chunks a few MB.
+# Memory plan (a soft limit, like glove.c's -memory): the dense block <= 40 % (and at
+# most 32 MB), the sparse key buffer and its radix-sort twin 2 x 25 %; a flushed block
+# is summed in place (keys in the buffer, sums in the twin), chunks take a few MB.
 _DENSE_SHARE = 0.40  # the frequent-pair block, float64 cells ...
-# ... but no bigger than about the L3 cache: np.add.at into a block that misses the
-# cache costs as much per pair as the sparse path (measured: 13M cells were ~30 %
-# slower than 2-6M on en-open; the sparse path then emits only ~5 % more entries).
+# ... but no bigger than about the L3 cache: beyond it every added cell is a cache miss
+# and costs about what the sparse path does (measured on en-open: 13M cells were ~30 %
+# slower than 2-6M; the sparse path then emits only ~5 % more entries).
 _MAX_DENSE_CELLS = 1 << 22
-_BUFFER_SHARE = 0.10  # packed sparse keys, 8 B each
-_MAX_BATCH_TOKENS = 1 << 16  # per-offset temporaries of a batch stay in the L2 cache
+# Packed sparse keys, 8 B each. A bigger buffer means fewer flushes, so fewer repeated
+# partial entries and fewer runs for the reduce to merge.
+_BUFFER_SHARE = 0.25
+_QUEUE = 1 << 13  # queued dense additions (cell, offset): 80 kB, stays in the L2 cache
 _CELLS_PER_TOKEN = 8  # dense cells per token seen (the block grows with the partition)
 
 # Random streams of the per-token counter-based generator.
@@ -120,36 +125,48 @@ def shard_of(i: np.ndarray, num_shards: int) -> np.ndarray:
     return (np.asarray(i, dtype=np.int64) % num_shards).astype(np.int32)
 
 
-class ShardSplit(NamedTuple):
-    """A sorted block split by shard into pieces, keys delta-coded (see :func:`split_by_shard`).
+class PackedBlock(NamedTuple):
+    """A sorted block split by shard, keys gap-coded, as varint bytes (:func:`pack_by_shard`).
 
-    Piece ``p`` belongs to shard ``shard[p]`` and spans ``[start[p], start[p + 1])`` of
-    ``deltas`` and ``values``; its keys are ``first[p] + cumsum(deltas[start[p]:...])``
-    (the piece's first delta is 0). Pieces are in shard order, keys ascending in each.
+    Piece ``p`` belongs to shard ``shard[p]`` and holds ``count[p]`` entries:
+    ``key_bytes[key_offsets[p]:key_offsets[p + 1]]`` and the same slice of
+    ``value_bytes`` by ``value_offsets``. A shard's pieces are consecutive and form one
+    sorted run: concatenated, its keys are ``first[p] + cumsum(gaps)`` (the first gap
+    is 0; ``first`` is the same for all pieces of a shard). Gaps and values are LEB128
+    varints (values are integer sums, e.g. ``integer_units=True``); values are raw
+    little-endian float64, 8 bytes each, when ``raw_values`` (some value is not an
+    integer below 2**53).
     """
 
     shard: np.ndarray  # int32, one per piece
-    start: np.ndarray  # int64, pieces + 1 offsets
-    first: np.ndarray  # int64, first key of each piece
-    deltas: np.ndarray  # int32 when every delta fits, else int64
-    values: np.ndarray  # float32 when every value converts exactly (integers < 2**24)
+    count: np.ndarray  # int64, entries per piece
+    first: np.ndarray  # int64, first key of the piece's run
+    key_offsets: np.ndarray  # int64, pieces + 1 byte offsets
+    key_bytes: np.ndarray  # uint8
+    value_offsets: np.ndarray  # int64, pieces + 1 byte offsets
+    value_bytes: np.ndarray  # uint8
+    raw_values: bool
 
 
-def split_by_shard(
+def pack_by_shard(
     keys: np.ndarray,
     values: np.ndarray,
     vocab_size: int,
     num_shards: int,
-    max_piece: int = 1 << 20,
-    narrow_values: bool = False,
-) -> ShardSplit:
-    """Split a sorted block by shard ``(key // vocab_size) mod num_shards``, delta-coding keys.
+    max_piece: int = 1 << 19,
+    alloc: Callable[[int, type], np.ndarray] = np.empty,
+    raw_values: bool | None = None,
+) -> PackedBlock:
+    """Split a sorted block by shard ``(key // vocab_size) mod num_shards`` and pack it.
 
-    The map-side step before a shuffle by shard: two linear passes (numba), no sort,
-    since a sorted block holds each row's keys contiguously. Each shard's run is cut
-    into pieces of at most ``max_piece`` entries. With ``narrow_values`` (values are
-    integer counts, e.g. ``integer_units=True``) values below 2**24 are stored as
-    float32, which is exact.
+    The map-side step before a shuffle by shard: three linear passes (numba), no sort,
+    since a sorted block holds each row's keys contiguously. Key gaps and integer
+    values as varints take ~3.3 bytes per entry on text (most gaps and single
+    co-occurrences fit 1-2 bytes) instead of 16 (int64 + float64): the bytes that cross
+    the JVM, its compression and the shuffle files. Each shard's run is cut into
+    pieces of at most ``max_piece`` entries; ``alloc(n, dtype)`` allocates the two
+    byte arrays (e.g. from a memory pool that recycles pages). ``raw_values`` forces
+    the value format (None: varints when every value is an integer below 2**53).
     """
     keys = np.asarray(keys, dtype=np.int64)
     values = np.asarray(values, dtype=np.float64)
@@ -159,38 +176,64 @@ def split_by_shard(
         raise ConfigError(f"cooccur.shards must be >= 1, got {num_shards}")
     if max_piece < 1:
         raise ConfigError(f"max_piece must be >= 1, got {max_piece}")
+    # Pass 1: entries, key and value bytes per (shard, piece), each shard's first key.
     n = keys.size
-    if n == 0:
-        empty = np.empty(0, np.int64)
-        return ShardSplit(
-            np.empty(0, np.int32),
-            np.zeros(1, np.int64),
-            empty,
-            np.empty(0, np.int32),
-            np.empty(0, np.float32),
-        )
-    # One pass: counts per shard, the largest gap, and whether the values are small
-    # non-negative integers (then float32 holds them exactly).
-    counts, max_delta, ordered, small_ints = _shard_counts(keys, values, vocab_size, num_shards)
+    slots = max(1, -(-n // max_piece))
+    counts = np.zeros(num_shards, np.int64)
+    key_size = np.zeros((num_shards, slots), np.int64)
+    value_size = np.zeros((num_shards, slots), np.int64)
+    first_key = np.zeros(num_shards, np.int64)
+    ordered, integral = _pack_scan(
+        keys, values, vocab_size, num_shards, max_piece, counts, key_size, value_size, first_key
+    )
     if not ordered:
-        raise InputError("split_by_shard needs ascending unique keys >= 0 (a block)")
-    pos = np.cumsum(counts) - counts
+        raise InputError("pack_by_shard needs ascending unique keys >= 0 (a block)")
+    raw = not integral if raw_values is None else bool(raw_values)
+    if not raw and not integral:
+        raise InputError("pack_by_shard: raw_values=False needs integer values in [0, 2**53)")
     pieces = -(-counts // max_piece)
     first_piece = np.cumsum(pieces) - pieces
     n_pieces = int(pieces.sum())
-    deltas = np.empty(n, np.int32 if max_delta < 1 << 31 else np.int64)
-    narrow = narrow_values and small_ints
-    out_values = np.empty(n, np.float32 if narrow else np.float64)
-    first = np.empty(n_pieces, np.int64)
-    _shard_scatter(
-        keys, values, vocab_size, num_shards, pos, first_piece, max_piece, deltas, out_values, first
+    used = np.arange(slots) < pieces[:, None]  # row-major: shard order, then piece order
+    count = np.minimum(max_piece, counts[:, None] - np.arange(slots) * max_piece)[used]
+    key_offsets = np.zeros(n_pieces + 1, np.int64)
+    np.cumsum(key_size[used], out=key_offsets[1:])
+    value_offsets = np.zeros(n_pieces + 1, np.int64)
+    np.cumsum(count * 8 if raw else value_size[used], out=value_offsets[1:])
+    key_bytes = alloc(int(key_offsets[-1]), np.uint8)
+    value_bytes = alloc(int(value_offsets[-1]), np.uint8)
+    # Pass 2: write every entry at its piece's cursor.
+    _pack_write(
+        keys,
+        values,
+        vocab_size,
+        num_shards,
+        first_piece,
+        max_piece,
+        raw,
+        key_offsets[:-1].copy(),
+        value_offsets[:-1].copy(),
+        key_bytes,
+        value_bytes,
     )
+    first = np.repeat(first_key, pieces)
     shard = np.repeat(np.arange(num_shards, dtype=np.int32), pieces)
-    within = np.arange(n_pieces) - np.repeat(first_piece, pieces)
-    start = np.empty(n_pieces + 1, np.int64)
-    start[:-1] = np.repeat(pos, pieces) + within * max_piece
-    start[-1] = n
-    return ShardSplit(shard, start, first, deltas, out_values)
+    return PackedBlock(shard, count, first, key_offsets, key_bytes, value_offsets, value_bytes, raw)
+
+
+def unpack_run(
+    first: int, count: int, key_bytes: np.ndarray, value_bytes: np.ndarray, raw_values: bool
+) -> Block:
+    """Decode one packed run (a shard's pieces of a block, concatenated) into ``(keys, values)``."""
+    keys = np.empty(count, np.int64)
+    values = np.empty(count, np.float64)
+    kpos, vpos = _unpack(first, key_bytes, value_bytes, raw_values, keys, values)
+    if kpos != key_bytes.size or vpos != value_bytes.size:
+        raise InputError(
+            f"packed run of {count} entries has {key_bytes.size - kpos} key and "
+            f"{value_bytes.size - vpos} value bytes left over: the bytes are damaged"
+        )
+    return keys, values
 
 
 def merge_sorted_blocks(blocks: Iterable[Block]) -> Block:
@@ -221,6 +264,97 @@ def merge_sorted_blocks(blocks: Iterable[Block]) -> Block:
         raise InputError("pair keys must be >= 0 (key = i * vocab_size + j)")
     bits = max(1, int(keys.max()).bit_length())
     return _sort_reduce_kv(keys, values, bits)
+
+
+class Entries(NamedTuple):
+    """A chunk of final matrix entries in (i, j) order (see :func:`merge_runs`)."""
+
+    i: np.ndarray  # int32 rows
+    j: np.ndarray  # int32 columns
+    x: np.ndarray  # float32 values
+    sum_x: float  # sum of x (float64)
+
+
+def merge_runs(
+    first: np.ndarray,
+    count: np.ndarray,
+    key_bytes: np.ndarray,
+    key_start: np.ndarray,
+    value_bytes: np.ndarray,
+    value_start: np.ndarray,
+    raw_values: bool,
+    vocab_size: int,
+    denominator: float = 1.0,
+    min_x: float = 0.0,
+    chunk: int = 1 << 20,
+    copy: bool = True,
+) -> Iterator[Entries]:
+    """Sum packed sorted runs of pair keys into final entries, ``chunk`` at a time.
+
+    Run ``r`` has ``count[r]`` entries, keys ``i * vocab_size + j`` starting at
+    ``first[r]``, key gaps as varints from ``key_bytes[key_start[r]]`` and values from
+    ``value_bytes[value_start[r]]`` (varints, or raw float64 when ``raw_values``): the
+    concatenated pieces of :func:`pack_by_shard`. A k-way merge (a loser tree over
+    the runs, compiled) adds the values of equal keys, divides the sums by
+    ``denominator``, drops those below ``min_x`` and yields ``(i, j, x float32,
+    sum_x)`` chunks of exactly ``chunk`` entries (the last one shorter): memory is
+    the runs plus one chunk, whatever their size. The order of addition depends only
+    on the runs and their order. ``copy=False`` reuses one set of chunk arrays: use
+    each chunk before advancing the generator.
+    """
+    first = np.asarray(first, dtype=np.int64)
+    k = first.size
+    count = np.asarray(count, dtype=np.int64)
+    kpos = np.array(key_start, dtype=np.int64)  # cursors, advanced by the merge
+    vpos = np.array(value_start, dtype=np.int64)
+    if not (count.shape == kpos.shape == vpos.shape == (k,)):
+        raise InputError(f"merge_runs: {k} runs need {k} counts and key and value starts")
+    if chunk < 1:
+        raise ConfigError(f"chunk must be >= 1, got {chunk}")
+    key_bytes = np.asarray(key_bytes, dtype=np.uint8)
+    value_bytes = np.asarray(value_bytes, dtype=np.uint8)
+    m = 1
+    while m < k:
+        m *= 2
+    cur = np.full(m, _SENTINEL, np.int64)  # head key of each run (leaf)
+    head = np.zeros(m, np.float64)  # its value
+    left = np.zeros(m, np.int64)  # entries after the head
+    left[:k] = count
+    for r in range(k):
+        _advance(r, first[r], cur, head, left, kpos, vpos, key_bytes, value_bytes, raw_values)
+    losers, winner = _build_loser_tree(cur, m)
+    state = np.array([winner, -1], np.int64)  # the winner, the pending key
+    acc = np.zeros(1, np.float64)  # the pending sum
+    out_i = np.empty(chunk, np.int32)
+    out_j = np.empty(chunk, np.int32)
+    out_x = np.empty(chunk, np.float32)
+    while True:
+        if copy:
+            out_i, out_j, out_x = np.empty_like(out_i), np.empty_like(out_j), np.empty_like(out_x)
+        n, done, sum_x = _merge_runs(
+            key_bytes,
+            value_bytes,
+            raw_values,
+            kpos,
+            vpos,
+            left,
+            cur,
+            head,
+            losers,
+            m,
+            int(vocab_size),
+            float(denominator),
+            float(min_x),
+            state,
+            acc,
+            out_i,
+            out_j,
+            out_x,
+        )
+        if n or not done:
+            yield Entries(out_i[:n], out_j[:n], out_x[:n], sum_x)
+        if done:
+            return
 
 
 def subsample_keep_prob(counts: np.ndarray, threshold: float) -> np.ndarray:
@@ -276,6 +410,7 @@ def count_partition(
     *,
     max_product: int | None = None,
     integer_units: bool = False,
+    copy: bool = True,
 ) -> Iterator[Block]:
     """Count co-occurrences of a partition's documents; yield partial blocks.
 
@@ -302,6 +437,8 @@ def count_partition(
     ``max_product`` overrides the dense-block size (pairs with ``(i+1)(j+1) <=
     max_product`` are dense; 0 disables it); ``integer_units=True`` emits values
     multiplied by :func:`weight_denominator` (exact integers, see the module doc).
+    ``copy=False`` yields the sparse blocks as views of the counter's buffers (no
+    allocation per block): use each block before advancing the generator.
     """
     counter = _Counter(
         vocab_size,
@@ -315,7 +452,7 @@ def count_partition(
         max_product,
         integer_units,
     )
-    yield from counter.run(_chunks_from_docs(docs, doc_keys, counter.chunk_tokens))
+    yield from counter.run(_chunks_from_docs(docs, doc_keys, counter.chunk_tokens), copy)
 
 
 def count_arrow_lists(
@@ -332,6 +469,7 @@ def count_arrow_lists(
     *,
     max_product: int | None = None,
     integer_units: bool = False,
+    copy: bool = True,
 ) -> Iterator[Block]:
     """:func:`count_partition` over Arrow ``list<int32>`` arrays (the corpus ``ids`` column).
 
@@ -352,7 +490,7 @@ def count_arrow_lists(
         max_product,
         integer_units,
     )
-    yield from counter.run(_chunks_from_arrow(lists, doc_keys))
+    yield from counter.run(_chunks_from_arrow(lists, doc_keys), copy)
 
 
 def count_record_batches(
@@ -370,6 +508,7 @@ def count_record_batches(
     doc_column: str | None = "doc",
     max_product: int | None = None,
     integer_units: bool = False,
+    copy: bool = True,
 ) -> Iterator[Block]:
     """:func:`count_arrow_lists` over record batches (what ``mapInArrow`` hands a task).
 
@@ -401,7 +540,9 @@ def count_record_batches(
             docs = batch.column(doc_column) if doc_column is not None else None
             yield batch.column(ids_column), docs
 
-    yield from counter.run(_chunks_from_arrow_pairs(columns(), use_keys=doc_column is not None))
+    yield from counter.run(
+        _chunks_from_arrow_pairs(columns(), use_keys=doc_column is not None), copy
+    )
 
 
 # --------------------------------------------------------------------- chunking
@@ -615,14 +756,15 @@ class _Counter:
         # Memory plan (soft, like glove.c's -memory).
         budget = memory_mb * (1 << 20)
         self.cell_budget = min(_MAX_DENSE_CELLS, int(_DENSE_SHARE * budget) // 8)
-        self.buffer_cap = max(1024, int(_BUFFER_SHARE * budget) // 8)
-        # A batch writes at most 2 keys per pair into the buffer, so the buffer gets one
-        # batch of slack past its flush threshold. Small batches keep the per-offset
-        # temporaries in cache.
-        self.batch_tokens = min(_MAX_BATCH_TOKENS, max(self.W + 1, self.buffer_cap // (2 * self.W)))
-        self.chunk_tokens = max(self.batch_tokens, min(1 << 20, int(0.05 * budget) // 32))
-        size = self.buffer_cap + 2 * self.W * self.batch_tokens
+        # The counting loop stops before a token could overflow the buffer (2 keys per
+        # pair, W pairs per token), so the buffer needs no slack.
+        size = max(1024, 4 * self.W, int(_BUFFER_SHARE * budget) // 8)
+        # Documents given as NumPy arrays are concatenated in chunks of this many ids.
+        self.chunk_tokens = min(1 << 20, max(1 << 12, int(0.05 * budget) // 32))
         self.buffer = np.empty(size, np.int64)
+        # Dense additions wait in a small queue (L1/L2-sized) before they are applied.
+        self.queue_cells = np.empty(_QUEUE, np.int64)
+        self.queue_offsets = np.empty(_QUEUE, np.int16 if self.W < (1 << 15) else np.int32)
         self.scratch = np.empty(size, np.int64)  # the radix sort's second array
         self.fill = 0
         self.key_bits = max(1, (self.V * self.V - 1).bit_length()) + self.dbits
@@ -712,11 +854,13 @@ class _Counter:
 
     # ---------------------------------------------------------------- driver
 
-    def run(self, chunks: Iterable[Chunk]) -> Iterator[Block]:
+    def run(self, chunks: Iterable[Chunk], copy: bool = True) -> Iterator[Block]:
         for ids, lengths, keys in chunks:
-            yield from self._add_chunk(ids, lengths, keys)
+            for keys_, values in self._add_chunk(ids, lengths, keys):
+                yield (keys_.copy(), values.copy()) if copy else (keys_, values)
         if self.fill:
-            yield self._flush_buffer()
+            keys_, values = self._flush_buffer()
+            yield (keys_.copy(), values.copy()) if copy else (keys_, values)
         yield from self._flush_dense()
 
     def _add_chunk(self, ids: np.ndarray, lengths: np.ndarray, keys: np.ndarray) -> Iterator[Block]:
@@ -744,88 +888,41 @@ class _Counter:
             ids = ids[keep]
         elif not self.symmetric:
             win = self._draw_windows(keys, lengths)
-        n = ids.size
-        self.tokens_seen += n
+        if win is None:
+            win = np.empty(0, np.int32)
+        self.tokens_seen += ids.size
         self._grow_dense()
-        # rem[p] = tokens from p to the end of its document: the pair (p, p + d) lies
-        # inside one document iff rem[p] > d.
-        itype = np.int32 if n < (1 << 31) else np.int64
-        rem = np.repeat(np.cumsum(lengths).astype(itype), lengths)
-        rem -= np.arange(n, dtype=itype)
-        # Batches are plain token slices: a batch owns the left ends of its pairs and
-        # reads `window` tokens past its end, so no pair is lost or counted twice.
-        B = self.batch_tokens
-        for s in range(0, n, B):
-            e = min(s + B, n)
-            t = min(e + self.W, n)
-            self._add_batch(ids[s:t], rem[s:t], e - s, None if win is None else win[s:t])
-            if self.fill > self.buffer_cap:
+        offsets = np.zeros(lengths.size + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        # One compiled pass over the chunk: dense cells are added in place, other pairs
+        # are appended to the sparse buffer; it stops when the buffer is full.
+        doc, pos = 0, 0
+        while doc < lengths.size:
+            doc, pos, self.fill = _count_pairs(
+                ids,
+                offsets,
+                win,
+                doc,
+                pos,
+                self.symmetric,
+                self.W,
+                self.weights,
+                self.row_base,
+                self.row_end,
+                self.dense,
+                self.V,
+                self.dbits,
+                self.buffer,
+                self.fill,
+                self.queue_cells,
+                self.queue_offsets,
+            )
+            if doc < lengths.size:
                 yield self._flush_buffer()
 
     def _draw_windows(self, keys: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         u = token_uniforms(self.seed, _STREAM_WINDOW, keys, lengths)
         return (1 + np.floor(u * self.W)).astype(np.int32)
-
-    # ---------------------------------------------------------------- one batch
-
-    def _add_batch(
-        self, ids: np.ndarray, rem: np.ndarray, n_own: int, win: np.ndarray | None
-    ) -> None:
-        """Count the pairs whose left position is in ``ids[:n_own]``."""
-        n = ids.size
-        for d in range(1, self.W + 1):
-            P = min(n_own, n - d)
-            if P <= 0:
-                break
-            m = rem[:P] > d
-            left = ids[:P]
-            right = ids[d : d + P]
-            if self.symmetric:
-                a = left[m]
-                b = right[m]
-                self._route(np.minimum(a, b), np.maximum(a, b), d, mirror=True)
-            else:
-                assert win is not None
-                # word2vec: centre p sees q iff |p - q| <= b_p. Left centre -> right
-                # context and right centre -> left context, each with its own draw.
-                ml = m & (win[:P] >= d)
-                self._route(left[ml], right[ml], d, mirror=False)
-                mr = m & (win[d : d + P] >= d)
-                self._route(right[mr], left[mr], d, mirror=False)
-
-    def _route(self, rows: np.ndarray, cols: np.ndarray, d: int, mirror: bool) -> None:
-        """Dense cells get ``np.add.at``; the rest are appended to the sparse buffer."""
-        if rows.size == 0:
-            return
-        if self.cells:
-            inside = cols < self.row_end.take(rows)
-            idx = self.row_base.take(rows)
-            idx += cols
-            idx = idx[inside]
-            if idx.size:
-                np.add.at(self.dense, idx, self.weights[d])
-                # Most pairs are inside: gather the few outside ones by index.
-                out = np.flatnonzero(~inside)
-                rows = rows.take(out)
-                cols = cols.take(out)
-        if rows.size == 0:
-            return
-        # Packed sparse key: (row * V + col) << dbits | d, written straight into the
-        # buffer. Symmetric counting stores both directions now: sorting them together
-        # is cheaper than re-sorting transposed blocks later.
-        self._append(rows, cols, d)
-        if mirror:
-            self._append(cols, rows, d)
-
-    def _append(self, rows: np.ndarray, cols: np.ndarray, d: int) -> None:
-        s = self.fill
-        out = self.buffer[s : s + rows.size]
-        np.multiply(rows, np.int64(self.V), out=out)
-        out += cols
-        if self.dbits:
-            out <<= self.dbits
-            out |= d
-        self.fill = s + rows.size
 
     # ---------------------------------------------------------------- flushing
 
@@ -834,7 +931,13 @@ class _Counter:
         n = self.fill
         self.fill = 0
         ordered = _radix_sort(self.buffer[:n], self.scratch[:n], self.key_bits)
-        keys, values = _reduce_packed(ordered, self.dbits, self.reduce_weights)
+        # Sums go into the other array (the keys are compacted in place): views of the
+        # counter's buffers, valid until the next flush.
+        in_buffer = ordered.ctypes.data == self.buffer.ctypes.data
+        other = self.scratch if in_buffer else self.buffer
+        keys, values = _reduce_packed(
+            ordered, self.dbits, self.reduce_weights, other[:n].view(np.float64)
+        )
         if self.out_scale != 1.0:
             values *= self.out_scale
         return keys, values
@@ -884,61 +987,224 @@ def _check_weighting(weighting: str) -> None:
 # largest cost of counting: an LSD radix sort is ~3x faster than np.sort on them.
 
 _RADIX_BITS = 11
+_BUCKET_BITS = 14  # MSD buckets of ~16k keys (128 kB + scratch) sort inside the L2 cache
+
+
+@njit(cache=True, nogil=True)
+def _count_pairs(
+    ids: np.ndarray,
+    offsets: np.ndarray,
+    win: np.ndarray,
+    doc: int,
+    pos: int,
+    symmetric: bool,
+    W: int,
+    weights: np.ndarray,
+    row_base: np.ndarray,
+    row_end: np.ndarray,
+    dense: np.ndarray,
+    V: int,
+    dbits: int,
+    buffer: np.ndarray,
+    fill: int,
+    cells: np.ndarray,
+    offs: np.ndarray,
+) -> tuple[int, int, int]:
+    """Count the pairs of documents ``doc..`` (``ids[offsets[g]:offsets[g + 1]]``) from ``pos``.
+
+    Every pair (p, p + d), 0 < d <= W, inside one document is visited once. Symmetric
+    counting adds ``weights[d]`` to the dense cell of the unordered pair (lo, hi) when
+    ``hi < row_end[lo]``, else appends both directed keys ``(row * V + col) << dbits | d``
+    to ``buffer``; directed counting (``win``: each centre's own window) routes
+    (centre, context) pairs the same way. Returns ``(doc, pos, fill)``: where it stopped
+    (``doc == len(offsets) - 1`` when done; earlier when the buffer could overflow).
+
+    Dense additions are queued in ``cells`` / ``offs`` and applied in a separate tight
+    loop: its iterations are independent, so the CPU overlaps their cache misses (the
+    block is larger than the cache), which the branchy pair loop cannot (~1.5x faster).
+    """
+    n_docs = offsets.size - 1
+    cap = buffer.size - 2 * W
+    qcap = cells.size - 2 * W
+    tag = 1 if dbits > 0 else 0  # uniform keys carry no offset
+    q = 0
+    while doc < n_docs:
+        end = offsets[doc + 1]
+        if pos < offsets[doc]:
+            pos = offsets[doc]
+        while pos < end:
+            if fill > cap:
+                break
+            if q > qcap:
+                _add_queued(dense, cells, offs, weights, q)
+                q = 0
+            a = ids[pos]
+            last = min(W, end - 1 - pos)
+            for d in range(1, last + 1):
+                b = ids[pos + d]
+                dt = d * tag
+                if symmetric:
+                    lo = min(a, b)
+                    hi = max(a, b)
+                    if hi < row_end[lo]:
+                        cells[q] = row_base[lo] + hi
+                        offs[q] = d
+                        q += 1
+                    else:
+                        buffer[fill] = ((lo * V + hi) << dbits) | dt
+                        buffer[fill + 1] = ((hi * V + lo) << dbits) | dt
+                        fill += 2
+                else:
+                    # word2vec: centre p sees q iff |p - q| <= its own window.
+                    if win[pos] >= d:
+                        if b < row_end[a]:
+                            cells[q] = row_base[a] + b
+                            offs[q] = d
+                            q += 1
+                        else:
+                            buffer[fill] = ((a * V + b) << dbits) | dt
+                            fill += 1
+                    if win[pos + d] >= d:
+                        if a < row_end[b]:
+                            cells[q] = row_base[b] + a
+                            offs[q] = d
+                            q += 1
+                        else:
+                            buffer[fill] = ((b * V + a) << dbits) | dt
+                            fill += 1
+            pos += 1
+        if pos < end:
+            break
+        doc += 1
+    _add_queued(dense, cells, offs, weights, q)
+    return doc, pos, fill
+
+
+@njit(cache=True, nogil=True)
+def _add_queued(
+    dense: np.ndarray, cells: np.ndarray, offs: np.ndarray, weights: np.ndarray, n: int
+) -> None:
+    for t in range(n):
+        dense[cells[t]] += weights[offs[t]]
 
 
 @njit(cache=True, nogil=True)
 def _radix_sort(keys: np.ndarray, scratch: np.ndarray, bits: int) -> np.ndarray:
     """Sort non-negative int64 ``keys`` below ``2**bits``; returns ``keys`` or ``scratch``.
 
-    LSD radix sort on 11-bit digits: one pass builds every digit's histogram, then one
-    stable scatter per digit (digits equal for all keys are skipped).
+    Large inputs: one MSD pass on the top bits into ~16k-key buckets on average, then
+    an LSD radix sort of each bucket on the remaining bits, in cache for the small
+    buckets (pair keys are skewed: the rows of frequent words share a few big
+    buckets). ~1.5x faster than LSD passes over the whole array. Small inputs: LSD
+    on 11-bit digits.
     """
     n = keys.size
+    hist = np.zeros(((max(bits, 1) + _RADIX_BITS - 1) // _RADIX_BITS, 1 << _RADIX_BITS), np.int64)
+    top = 0
+    while (n >> (top + _BUCKET_BITS)) > 0 and top < 12:
+        top += 1
+    if top < 2 or bits <= top + _RADIX_BITS:
+        return scratch if _lsd_sort(keys, scratch, 0, n, bits, hist) else keys
+    shift = bits - top
+    start = _msd_pass(keys, scratch, 0, n, shift, (1 << top) - 1)
+    for b in range(1 << top):
+        lo, hi = start[b], start[b + 1]
+        # Only the low `shift` bits differ inside a bucket; the result goes back to keys.
+        if hi > lo and not _lsd_sort(scratch, keys, lo, hi, shift, hist):
+            keys[lo:hi] = scratch[lo:hi]
+    return keys
+
+
+@njit(cache=True, nogil=True)
+def _msd_pass(
+    src: np.ndarray, dst: np.ndarray, lo: int, hi: int, shift: int, mask: int
+) -> np.ndarray:
+    """Scatter ``src[lo:hi]`` into ``dst[lo:hi]`` by digit ``(key >> shift) & mask`` (stable);
+    returns the digit buckets' start offsets (``mask + 2`` of them)."""
+    start = np.zeros(mask + 2, np.int64)
+    for i in range(lo, hi):
+        start[((src[i] >> shift) & mask) + 1] += 1
+    start[0] = lo
+    for b in range(mask + 1):
+        start[b + 1] += start[b]
+    at = start[:-1].copy()
+    for i in range(lo, hi):
+        k = src[i]
+        b = (k >> shift) & mask
+        dst[at[b]] = k
+        at[b] += 1
+    return start
+
+
+@njit(cache=True, nogil=True)
+def _lsd_sort(
+    src: np.ndarray,
+    dst: np.ndarray,
+    lo: int,
+    hi: int,
+    bits: int,
+    hist: np.ndarray,
+) -> bool:
+    """Stable LSD radix sort of ``src[lo:hi]`` on its low ``bits`` bits, 11-bit digits.
+
+    ``dst[lo:hi]`` is the scratch space; returns True when the sorted keys ended in
+    ``dst`` (an odd number of passes ran), False when in ``src``. Digits equal for all
+    keys are skipped; short ranges use an insertion sort.
+    """
+    n = hi - lo
+    if n <= 32:
+        for i in range(lo + 1, hi):
+            k = src[i]
+            j = i - 1
+            while j >= lo and src[j] > k:
+                src[j + 1] = src[j]
+                j -= 1
+            src[j + 1] = k
+        return False
     nb = 1 << _RADIX_BITS
     mask = nb - 1
     passes = (bits + _RADIX_BITS - 1) // _RADIX_BITS
-    hist = np.zeros((passes, nb), np.int64)
-    for i in range(n):
-        k = keys[i]
+    for p in range(passes):
+        hist[p, :] = 0
+    for i in range(lo, hi):
+        k = src[i]
         for p in range(passes):
             hist[p, (k >> (p * _RADIX_BITS)) & mask] += 1
-    src = keys
-    dst = scratch
+    a = src
+    b = dst
+    swapped = False
     for p in range(passes):
         h = hist[p]
-        if n == 0 or h.max() == n:
-            continue
-        total = 0
-        for b in range(nb):
-            c = h[b]
-            h[b] = total
-            total += c
         shift = p * _RADIX_BITS
-        for i in range(n):
-            k = src[i]
-            b = (k >> shift) & mask
-            dst[h[b]] = k
-            h[b] += 1
-        src, dst = dst, src
-    return src
+        if h[(a[lo] >> shift) & mask] == n:
+            continue
+        total = lo
+        for d in range(nb):
+            c = h[d]
+            h[d] = total
+            total += c
+        for i in range(lo, hi):
+            k = a[i]
+            d = (k >> shift) & mask
+            b[h[d]] = k
+            h[d] += 1
+        a, b = b, a
+        swapped = not swapped
+    return swapped
 
 
 @njit(cache=True, nogil=True)
 def _reduce_packed(
-    packed: np.ndarray, dbits: int, weights: np.ndarray
+    packed: np.ndarray, dbits: int, weights: np.ndarray, values: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sum sorted packed keys ``pair << dbits | d`` into (pair keys, sum of weights[d])."""
+    """Sum sorted packed keys ``pair << dbits | d`` into (pair keys, sum of weights[d]).
+
+    One pass, in place: the pair keys overwrite ``packed`` from the front (there are
+    never more of them than keys read), the sums go to ``values`` (at least as long).
+    Returns views of their filled parts.
+    """
     n = packed.size
     mask = (1 << dbits) - 1
-    unique = 0
-    prev = -1
-    for i in range(n):
-        k = packed[i] >> dbits
-        if k != prev:
-            unique += 1
-            prev = k
-    keys = np.empty(unique, np.int64)
-    values = np.empty(unique, np.float64)
     j = -1
     prev = -1
     for i in range(n):
@@ -947,12 +1213,12 @@ def _reduce_packed(
         w = weights[s & mask]
         if k != prev:
             j += 1
-            keys[j] = k
+            packed[j] = k
             values[j] = w
             prev = k
         else:
             values[j] += w
-    return keys, values
+    return packed[: j + 1], values[: j + 1]
 
 
 @njit(cache=True, nogil=True)
@@ -1071,53 +1337,118 @@ def _sort_reduce_kv(
 
 
 @njit(cache=True, nogil=True)
-def _shard_counts(
-    keys: np.ndarray, values: np.ndarray, V: int, S: int
-) -> tuple[np.ndarray, int, bool, bool]:
-    """Entries per shard of a block, the largest key gap inside a shard, whether keys are
-    ascending, unique and >= 0, and whether every value is an integer in [0, 2**24)."""
-    counts = np.zeros(S, np.int64)
-    last = np.full(S, -1, np.int64)
-    max_delta = 0
-    ordered = keys.size == 0 or keys[0] >= 0
-    small_ints = True
-    next_row = 0  # keys are sorted: the row (one division) changes only at row ends
-    s = 0
-    for t in range(keys.size):
-        k = keys[t]
-        if t > 0 and k <= keys[t - 1]:
-            ordered = False
-            break
-        v = values[t]
-        if small_ints and not (v >= 0.0 and v < 16777216.0 and v == np.floor(v)):
-            small_ints = False
-        if k >= next_row:
-            row = k // V
-            next_row = (row + 1) * V
-            s = row % S
-        counts[s] += 1
-        if last[s] >= 0 and k - last[s] > max_delta:
-            max_delta = k - last[s]
-        last[s] = k
-    return counts, max_delta, ordered, small_ints
+def _varint_len(x: int) -> int:
+    """Bytes of ``0 <= x < 2**63`` as a LEB128 varint (7 bits per byte), without a loop."""
+    return (
+        1
+        + (x >= 1 << 7)
+        + (x >= 1 << 14)
+        + (x >= 1 << 21)
+        + (x >= 1 << 28)
+        + (x >= 1 << 35)
+        + (x >= 1 << 42)
+        + (x >= 1 << 49)
+        + (x >= 1 << 56)
+    )
 
 
 @njit(cache=True, nogil=True)
-def _shard_scatter(
+def _put_varint(buf: np.ndarray, at: int, x: int) -> int:
+    while x >= 128:
+        buf[at] = (x & 127) | 128
+        x >>= 7
+        at += 1
+    buf[at] = x
+    return at + 1
+
+
+@njit(cache=True, nogil=True)
+def _get_varint(buf: np.ndarray, at: int) -> tuple[int, int]:
+    b = np.int64(buf[at])
+    x = b & 127
+    shift = 7
+    while b >= 128:
+        at += 1
+        b = np.int64(buf[at])
+        x |= (b & 127) << shift
+        shift += 7
+    return x, at + 1
+
+
+@njit(cache=True, nogil=True)
+def _get_float64(buf: np.ndarray, at: int) -> float:
+    bits = np.zeros(1, np.uint64)
+    for t in range(8):
+        bits[0] |= np.uint64(buf[at + t]) << np.uint64(8 * t)
+    return bits.view(np.float64)[0]
+
+
+@njit(cache=True, nogil=True)
+def _pack_scan(
     keys: np.ndarray,
     values: np.ndarray,
     V: int,
     S: int,
-    pos: np.ndarray,
+    max_piece: int,
+    counts: np.ndarray,
+    key_size: np.ndarray,
+    value_size: np.ndarray,
+    first_key: np.ndarray,
+) -> tuple[bool, bool]:
+    """Entries per shard, varint bytes per (shard, piece) of key gaps and values, each
+    shard's first key; returns whether keys are ascending, unique and >= 0 and whether
+    every value is an integer in [0, 2**53) (then values are coded as varints)."""
+    last = np.zeros(S, np.int64)
+    ordered = keys.size == 0 or keys[0] >= 0
+    integral = True
+    next_row = 0  # keys are sorted: the row (one division) changes only at row ends
+    s = 0
+    prev = -1
+    for t in range(keys.size):
+        k = keys[t]
+        if k <= prev:
+            ordered = False
+            break
+        prev = k
+        if k >= next_row:
+            row = k // V
+            next_row = (row + 1) * V
+            s = row % S
+        c = counts[s]
+        if c == 0:
+            first_key[s] = k
+            last[s] = k
+        p = c // max_piece
+        key_size[s, p] += _varint_len(k - last[s])
+        last[s] = k
+        counts[s] = c + 1
+        v = values[t]
+        if integral:
+            if v >= 0.0 and v < 9007199254740992.0 and v == np.float64(np.int64(v)):
+                value_size[s, p] += _varint_len(np.int64(v))
+            else:
+                integral = False
+    return ordered, integral
+
+
+@njit(cache=True, nogil=True)
+def _pack_write(
+    keys: np.ndarray,
+    values: np.ndarray,
+    V: int,
+    S: int,
     first_piece: np.ndarray,
     max_piece: int,
-    deltas: np.ndarray,
-    out_values: np.ndarray,
-    first: np.ndarray,
+    raw: bool,
+    key_at: np.ndarray,
+    value_at: np.ndarray,
+    key_bytes: np.ndarray,
+    value_bytes: np.ndarray,
 ) -> None:
-    """Scatter a sorted block into shard order: key deltas (0 at piece starts) and values."""
+    """Write each entry's key gap and value at its piece's cursor (see :func:`_pack_sizes`)."""
     last = np.zeros(S, np.int64)
     seen = np.zeros(S, np.int64)
+    fbits = values.view(np.uint64)
     next_row = 0
     s = 0
     for t in range(keys.size):
@@ -1127,12 +1458,186 @@ def _shard_scatter(
             next_row = (row + 1) * V
             s = row % S
         c = seen[s]
-        at = pos[s] + c
-        if c % max_piece == 0:
-            first[first_piece[s] + c // max_piece] = k
-            deltas[at] = 0
+        p = first_piece[s] + c // max_piece
+        if c == 0:
+            last[s] = k
+        key_at[p] = _put_varint(key_bytes, key_at[p], k - last[s])
+        if raw:
+            b = fbits[t]
+            at = value_at[p]
+            for q in range(8):
+                value_bytes[at + q] = (b >> np.uint64(8 * q)) & np.uint64(255)
+            value_at[p] = at + 8
         else:
-            deltas[at] = k - last[s]
-        out_values[at] = values[t]
+            value_at[p] = _put_varint(value_bytes, value_at[p], np.int64(values[t]))
         last[s] = k
         seen[s] = c + 1
+
+
+@njit(cache=True, nogil=True)
+def _unpack(
+    first: int,
+    key_bytes: np.ndarray,
+    value_bytes: np.ndarray,
+    raw: bool,
+    keys: np.ndarray,
+    values: np.ndarray,
+) -> tuple[int, int]:
+    """Decode ``keys.size`` entries of one run; returns the byte positions reached."""
+    kpos = 0
+    vpos = 0
+    key = first
+    for t in range(keys.size):
+        if kpos >= key_bytes.size or vpos >= value_bytes.size:
+            return key_bytes.size + 1, value_bytes.size + 1  # truncated
+        gap, kpos = _get_varint(key_bytes, kpos)
+        key += gap
+        keys[t] = key
+        if raw:
+            values[t] = _get_float64(value_bytes, vpos)
+            vpos += 8
+        else:
+            v, vpos = _get_varint(value_bytes, vpos)
+            values[t] = v
+    return kpos, vpos
+
+
+_SENTINEL = np.iinfo(np.int64).max
+
+
+@njit(cache=True, nogil=True)
+def _advance(
+    r: int,
+    base: int,
+    cur: np.ndarray,
+    head: np.ndarray,
+    left: np.ndarray,
+    kpos: np.ndarray,
+    vpos: np.ndarray,
+    key_bytes: np.ndarray,
+    value_bytes: np.ndarray,
+    raw: bool,
+) -> None:
+    """Make run ``r``'s next entry its head (key ``base`` + gap), or mark it exhausted."""
+    if left[r] == 0:
+        cur[r] = _SENTINEL
+        return
+    left[r] -= 1
+    gap, kpos[r] = _get_varint(key_bytes, kpos[r])
+    cur[r] = base + gap
+    if raw:
+        head[r] = _get_float64(value_bytes, vpos[r])
+        vpos[r] += 8
+    else:
+        v, vpos[r] = _get_varint(value_bytes, vpos[r])
+        head[r] = v
+
+
+@njit(cache=True, nogil=True)
+def _build_loser_tree(cur: np.ndarray, m: int) -> tuple[np.ndarray, int]:
+    """Loser tree over ``m`` leaves (a power of two): node ``t`` holds the run that lost
+    the match there; returns (losers, overall winner)."""
+    win = np.zeros(2 * m, np.int64)
+    for r in range(m):
+        win[m + r] = r
+    losers = np.zeros(m, np.int64)
+    for t in range(m - 1, 0, -1):
+        a = win[2 * t]
+        b = win[2 * t + 1]
+        if cur[b] < cur[a]:
+            win[t] = b
+            losers[t] = a
+        else:
+            win[t] = a
+            losers[t] = b
+    return losers, win[1]
+
+
+@njit(cache=True, nogil=True)
+def _merge_runs(
+    key_bytes: np.ndarray,
+    value_bytes: np.ndarray,
+    raw: bool,
+    kpos: np.ndarray,
+    vpos: np.ndarray,
+    left: np.ndarray,
+    cur: np.ndarray,
+    head: np.ndarray,
+    losers: np.ndarray,
+    m: int,
+    V: int,
+    denominator: float,
+    min_x: float,
+    state: np.ndarray,
+    acc_state: np.ndarray,
+    out_i: np.ndarray,
+    out_j: np.ndarray,
+    out_x: np.ndarray,
+) -> tuple[int, bool, float]:
+    """Merge until ``out_*`` are full or the runs are exhausted; see :func:`merge_runs`.
+
+    Between calls ``state`` holds (the winning run, the pending key) and ``acc_state``
+    the pending sum. Returns ``(entries written, done, their sum)``.
+    """
+    cap = out_i.size
+    n = 0
+    total = 0.0
+    w = state[0]
+    last = state[1]
+    acc = acc_state[0]
+    next_row = -1  # keys are ascending: the row changes (one division) only at row ends
+    row = 0
+    done = False
+    while True:
+        key = cur[w]
+        if key == last:
+            acc += head[w]
+        else:
+            if last >= 0:
+                if n == cap:
+                    break
+                xd = acc / denominator
+                if xd >= min_x:
+                    x = np.float32(xd)
+                    if last >= next_row:
+                        row = last // V
+                        next_row = (row + 1) * V
+                    out_i[n] = row
+                    out_j[n] = last - row * V
+                    out_x[n] = x
+                    total += x
+                    n += 1
+            if key == _SENTINEL:
+                last = -1
+                done = True
+                break
+            last = key
+            acc = head[w]
+        # Advance run w (written out: numba's inlined _advance is 2x slower here), then
+        # replay its path: at each node the smaller head wins and the other stays as
+        # the node's loser (one comparison per level).
+        if left[w] == 0:
+            cur[w] = _SENTINEL
+        else:
+            left[w] -= 1
+            gap, kpos[w] = _get_varint(key_bytes, kpos[w])
+            cur[w] = key + gap
+            if raw:
+                head[w] = _get_float64(value_bytes, vpos[w])
+                vpos[w] += 8
+            else:
+                v, vpos[w] = _get_varint(value_bytes, vpos[w])
+                head[w] = v
+        c = cur[w]
+        t = (w + m) >> 1
+        while t > 0:
+            other = losers[t]
+            if cur[other] < c:
+                losers[t] = w
+                w = other
+                c = cur[other]
+            t >>= 1
+    state[0] = w
+    state[1] = last
+    acc_state[0] = acc
+    return n, done, total

@@ -34,7 +34,9 @@ Distributed use (see DESIGN.md "Training, distributed"): every Spark task calls
 :func:`train_shard` on its shard with the broadcast :class:`GloveParams` and returns
 a :class:`ShardResult` holding only the rows it touched and their update counts; the
 driver folds the results into new parameters with :class:`ParamMerger` (streaming)
-or :func:`merge_results`. Nothing here imports Spark.
+or :func:`merge_results`. With the default merge, ``"scaled"``, the shards train with
+``context_scale = S``: the one addition to ``glove.c``'s update (see ParamMerger for
+why). Nothing here imports Spark.
 
 Parameters are float32 (half the memory and broadcast bytes of ``glove.c``'s
 doubles); all arithmetic inside the kernel is float64 like ``glove.c``, rounded to
@@ -44,7 +46,7 @@ float32 only when a parameter is stored; the loss is accumulated in float64.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,12 +59,14 @@ from embedpipe.errors import InputError, TrainingDivergedError
 
 __all__ = [
     "GRAD_CLIP",
+    "MERGE_MODES",
     "PREFETCH",
     "GloveParams",
     "ParamMerger",
     "RowBlock",
     "ShardResult",
     "adagrad_pass",
+    "context_scale",
     "init_params",
     "loss",
     "merge_results",
@@ -235,10 +239,29 @@ def _dot(u, v):  # pragma: no cover - compiled
 
 @njit(nogil=True, cache=True, error_model="numpy")
 def _adagrad_pass_kernel(
-    i, j, x, W, bw, gW, gbw, C, bc, gC, gbc, x_max, alpha, eta, bias_eta, grad_clip, ahead
+    i,
+    j,
+    x,
+    W,
+    bw,
+    gW,
+    gbw,
+    C,
+    bc,
+    gC,
+    gbc,
+    x_max,
+    alpha,
+    eta,
+    bias_eta,
+    grad_clip,
+    ahead,
+    context_scale,
 ):  # pragma: no cover - compiled; covered through adagrad_pass
     """The per-entry loop of glove.c's ``glove_thread`` over entries 0, 1, ... in order.
 
+    ``context_scale`` multiplies the steps of ``C`` and ``bc`` (not what their AdaGrad
+    sums accumulate); 1.0 is glove.c exactly (``1.0 * s == s`` in IEEE arithmetic).
     Returns (loss, entries done).
     """
     dim = W.shape[1]
@@ -274,11 +297,11 @@ def _adagrad_pass_kernel(
             gw[k] = np.float64(gw[k]) + s * s
         for k in range(dim):
             s = step_c[k]
-            c[k] = np.float64(c[k]) - s / math.sqrt(np.float64(gc[k]))
+            c[k] = np.float64(c[k]) - context_scale * s / math.sqrt(np.float64(gc[k]))
             gc[k] = np.float64(gc[k]) + s * s
         s = min(max(fdiff, -grad_clip), grad_clip) * bias_eta
         bw[a] = np.float64(bw[a]) - s / math.sqrt(np.float64(gbw[a]))
-        bc[b] = np.float64(bc[b]) - s / math.sqrt(np.float64(gbc[b]))
+        bc[b] = np.float64(bc[b]) - context_scale * s / math.sqrt(np.float64(gbc[b]))
         gbw[a] = np.float64(gbw[a]) + s * s
         gbc[b] = np.float64(gbc[b]) + s * s
     return total, n
@@ -337,6 +360,7 @@ def adagrad_pass(
     bias_eta: float | None = None,
     grad_clip: float = GRAD_CLIP,
     prefetch: int = PREFETCH,
+    context_scale: float = 1.0,
 ) -> tuple[float, int]:
     """One AdaGrad pass over entries ``order[0], order[1], ...``, updating ``params`` in place.
 
@@ -347,9 +371,14 @@ def adagrad_pass(
     cost) and how many were visited. A non-finite ``loss`` means divergence; the
     pass stopped at entry ``done - 1`` and ``params`` are no longer usable.
     Single-threaded and releases the GIL. ``prefetch`` only affects speed.
+    ``context_scale`` multiplies the steps applied to ``C`` and ``bc`` (not the squares
+    their AdaGrad sums accumulate): ``S`` for a shard of ``S`` (see :func:`train_shard`),
+    1 (default) is ``glove.c``.
     """
     _check_entries(i, j, x, params.W.shape[0], params.C.shape[0])
     _check_hyper(x_max, alpha, eta, grad_clip)
+    if not (context_scale > 0 and math.isfinite(context_scale)):
+        raise InputError(f"context_scale must be finite and > 0, got {context_scale}")
     order = np.asarray(order, dtype=np.int64)
     if order.size and (order.min() < 0 or order.max() >= i.size):
         raise InputError(f"order must index the {i.size} entries; got values outside the range")
@@ -372,6 +401,7 @@ def adagrad_pass(
         float(eta if bias_eta is None else bias_eta),
         float(grad_clip),
         int(prefetch),
+        float(context_scale),
     )
     return float(total), int(done)
 
@@ -478,6 +508,7 @@ def train_shard(
     eta: float = 0.05,
     bias_eta: float | None = None,
     grad_clip: float = GRAD_CLIP,
+    context_scale: float = 1.0,
 ) -> ShardResult:
     """Train ``passes`` AdaGrad passes over one shard's entries, starting from ``params``.
 
@@ -516,6 +547,7 @@ def train_shard(
             eta=eta,
             bias_eta=bias_eta,
             grad_clip=grad_clip,
+            context_scale=context_scale,
         )
         if not math.isfinite(losses[p]):
             diverged = True
@@ -528,20 +560,52 @@ def train_shard(
     return ShardResult(word, context, losses, int(i.size), diverged)
 
 
-class ParamMerger:
-    """Folds shard results into new parameters: a per-row average weighted by update counts.
+#: How :class:`ParamMerger` combines the context rows of the shards (see there).
+MERGE_MODES = ("scaled", "average", "sum")
 
-    Streaming (one result at a time, e.g. from ``toLocalIterator``), so the driver
-    never holds more than the parameters and one result. Every row, word or
-    context, becomes ``sum_k n_k * v_k / sum_k n_k`` over the shards ``k`` that
-    touched it (n = update counts), computed as a running mean in float64 and
-    stored as float32; a row touched by one shard (every word row, by ownership) is
-    copied bit-exactly; untouched rows keep their old values. AdaGrad sums are
-    averaged the same way. Never a sum: summed models blow up (SPARK-24666).
+
+class ParamMerger:
+    """Folds shard results into new parameters, streaming (one result at a time).
+
+    The driver never holds more than the parameters and one result. Word rows have one
+    owner (shard ``k`` owns rows ``i ≡ k mod S``) and are copied bit-exactly; untouched
+    rows keep their old values. Context rows are combined according to ``merge``:
+
+    * ``"scaled"``: the shards trained with ``context_scale = S`` (see
+      :func:`train_shard`), and the new row is ``old + (1/S) sum_k (v_k - old)`` over
+      *all* S shards (a shard that did not touch the row adds 0), for ``C`` and ``bc``;
+      the AdaGrad sums add the shards' increments, ``g_old + sum_k (g_k - g_old)``.
+      Shard k saw a ~1/S sample of every column's entries, so ``S`` times its gradient
+      estimates the whole column's: while a row's updates are small (most rows, most
+      of the time) the merged change equals one sequential pass over all entries; when
+      every shard has converged the row to its own optimum (frequent words), the mean
+      of those optima is kept, never their sum. AdaGrad sums grow as sequentially.
+    * ``"average"``: ``sum_k n_k v_k / sum_k n_k`` over the shards that touched the row
+      (n = update counts), AdaGrad sums likewise; shards trained with
+      ``context_scale = 1``. A column's change is then ~1/S of a sequential pass's: the
+      context side learns ~S times slower than the word side.
+    * ``"sum"``: ``old + sum_k (v_k - old)`` for all four arrays (context_scale 1).
+      Right for small changes, but each shard fully corrects a frequent row, so the sum
+      overshoots ~S times: it diverges on real corpora (kept for measurements only).
+
+    With ``shards = 1`` every mode copies the one result: bit-identical to plain
+    training. Values are combined in float64 and stored as float32; feed results in a
+    fixed (shard) order for bit-reproducible runs.
     """
 
-    def __init__(self, params: GloveParams) -> None:
-        """Start from ``params`` (not modified; the merger works on a copy)."""
+    def __init__(self, params: GloveParams, merge: str = "scaled", shards: int = 1) -> None:
+        """Start from ``params`` (not modified; the merger works on a copy).
+
+        ``shards`` is S, the number of results that will be added (``"scaled"`` divides
+        by it).
+        """
+        if merge not in MERGE_MODES:
+            raise InputError(f"glove.merge must be one of {', '.join(MERGE_MODES)}, got {merge!r}")
+        if shards < 1:
+            raise InputError(f"the number of shards must be >= 1, got {shards}")
+        self._merge = merge
+        self._shards = int(shards)
+        self._base = params
         self._out = params.copy()
         V = params.vocab_size
         self._n_word = np.zeros(V, dtype=np.float64)
@@ -549,33 +613,58 @@ class ParamMerger:
         self._results = 0
 
     @staticmethod
-    def _fold(block: RowBlock, seen: np.ndarray, targets: tuple[np.ndarray, ...], V: int) -> None:
+    def _check(block: RowBlock, V: int) -> None:
         rows = block.rows
-        if rows.size == 0:
-            return
         if rows.min() < 0 or rows.max() >= V or np.any(np.diff(rows) <= 0):
             raise InputError("a shard result has row ids that are not unique, sorted and < V")
         if np.any(block.counts <= 0):
             raise InputError("a shard result has a touched row with update count <= 0")
+
+    def _fold(
+        self,
+        block: RowBlock,
+        seen: np.ndarray,
+        targets: tuple[np.ndarray, ...],
+        bases: tuple[np.ndarray, ...],
+        merge: str,
+    ) -> None:
+        rows = block.rows
+        if rows.size == 0:
+            return
+        self._check(block, seen.shape[0])
         n_old = seen[rows]
         n_new = n_old + block.counts
-        first = n_old == 0
+        seen[rows] = n_new
         blocks = (block.vec, block.bias, block.gvec, block.gbias)
+        if merge == "scaled" and self._shards > 1:
+            # Changes: vector and bias divided by S, AdaGrad increments added in full.
+            for n, (target, values, base) in enumerate(zip(targets, blocks, bases, strict=True)):
+                acc = target[rows].astype(np.float64)
+                delta = values.astype(np.float64) - base[rows]
+                target[rows] = (acc + (delta / self._shards if n < 2 else delta)).astype(np.float32)
+            return
         # First contribution to a row: copy, so single-owner rows are bit-exact copies.
+        first = n_old == 0
         r_first = rows[first]
         for target, values in zip(targets, blocks, strict=True):
             target[r_first] = values[first]
-        if not first.all():
+        if first.all():
+            return
+        later = ~first
+        r_later = rows[later]
+        if merge == "average":
             # Running mean: mean += n_k / (n_old + n_k) * (v_k - mean), in float64.
-            later = ~first
-            r_later = rows[later]
             w = (block.counts[later] / n_new[later])[:, None]
             for target, values in zip(targets, blocks, strict=True):
                 old = target[r_later].astype(np.float64)
                 new = values[later].astype(np.float64)
                 ww = w if new.ndim == 2 else w[:, 0]
                 target[r_later] = (old + ww * (new - old)).astype(np.float32)
-        seen[rows] = n_new
+        else:  # "sum", or "scaled" with one shard (a second result for a row: a caller bug)
+            for target, values, base in zip(targets, blocks, bases, strict=True):
+                acc = target[r_later].astype(np.float64)
+                delta = values[later].astype(np.float64) - base[r_later]
+                target[r_later] = (acc + delta).astype(np.float32)
 
     def add(self, result: ShardResult, shard: int | None = None) -> None:
         """Fold one shard's result in; raise :class:`TrainingDivergedError` if it diverged."""
@@ -585,12 +674,24 @@ class ParamMerger:
                 f"GloVe training diverged in {where} (loss per pass {result.losses.tolist()}); "
                 "lower glove.eta (e.g. halve it) and re-run the glove stage"
             )
-        o = self._out
-        V, dim = o.vocab_size, o.dim
+        if self._results >= self._shards:
+            raise InputError(f"more shard results than the {self._shards} shards announced")
+        o, b = self._out, self._base
+        dim = o.dim
         if result.word.vec.shape[1:] != (dim,) or result.context.vec.shape[1:] != (dim,):
             raise InputError(f"{where} returned vectors of the wrong dimension (expected {dim})")
-        self._fold(result.word, self._n_word, (o.W, o.bw, o.gW, o.gbw), V)
-        self._fold(result.context, self._n_context, (o.C, o.bc, o.gC, o.gbc), V)
+        # Word rows: one owner, so every mode copies them (a row seen twice is summed).
+        words = "sum" if self._merge == "scaled" else self._merge
+        self._fold(
+            result.word, self._n_word, (o.W, o.bw, o.gW, o.gbw), (b.W, b.bw, b.gW, b.gbw), words
+        )
+        self._fold(
+            result.context,
+            self._n_context,
+            (o.C, o.bc, o.gC, o.gbc),
+            (b.C, b.bc, b.gC, b.gbc),
+            self._merge,
+        )
         self._results += 1
 
     def result(self) -> GloveParams:
@@ -602,13 +703,21 @@ class ParamMerger:
         return self._out
 
 
-def merge_results(params: GloveParams, results: Iterable[ShardResult]) -> GloveParams:
-    """New parameters from ``params`` and the shards' results (see :class:`ParamMerger`).
+def context_scale(merge: str, shards: int) -> float:
+    """The ``context_scale`` shards must train with for ``merge`` (S for ``"scaled"``)."""
+    return float(shards) if merge == "scaled" else 1.0
 
-    Feed results in a fixed order (shard order) for bit-reproducible runs: the running
-    mean is exact for a single contributor and equal up to float32 rounding otherwise.
+
+def merge_results(
+    params: GloveParams, results: Sequence[ShardResult], merge: str = "scaled"
+) -> GloveParams:
+    """New parameters from ``params`` and the ``S = len(results)`` shards' results.
+
+    See :class:`ParamMerger`; results in shard order for bit-reproducible runs (a
+    single contributor is copied exactly, several are combined up to float32 rounding).
+    With ``merge="scaled"`` the shards must have trained with ``context_scale = S``.
     """
-    merger = ParamMerger(params)
+    merger = ParamMerger(params, merge, shards=len(results))
     for r in results:
         merger.add(r)
     return merger.result()

@@ -5,8 +5,8 @@ The maths follows Mikolov et al. (2013) as implemented in word2vec.c and gensim'
 broadcasts the input matrix ``syn0`` and output matrix ``syn1neg``, every partition
 calls :func:`train_partition` on its own copy and slice of the encoded corpus, turns
 the result into a :class:`RowUpdate` (touched rows only) with :func:`row_update`, and
-the driver folds all updates into new matrices with :func:`merge` (count-weighted
-average per row, never a sum: SPARK-24666).
+the driver folds all updates into new matrices with :func:`merge` (the mean of the
+partition models, never a sum of models: SPARK-24666).
 
 Everything random in :func:`train_partition` comes from ONE explicitly specified stream
 so that a slow reference can replay it draw for draw (the unit tests do):
@@ -50,7 +50,8 @@ Numerics (stated choices):
   ``progress = (words_done_before + words_scale * p) / total_words``.
 * Loss: mean over all applied (label, target) terms of ``-log sigmoid(±x)``, computed
   exactly (``softplus``, float32) even where the sigmoid saturates; NaN here means the
-  parameters diverged and :func:`train_partition` raises TrainingDivergedError.
+  parameters diverged and :func:`train_partition` raises TrainingDivergedError. With
+  ``loss_every = k`` only the terms of every k-th example count (the stage's estimate).
 * Update counts: a ``syn0`` row counts one per gradient step applied to it (skip-gram:
   per (centre, context) pair; CBOW: per context occurrence per centre word); a
   ``syn1neg`` row counts one per applied target term.
@@ -241,9 +242,11 @@ def _train_core(
     state,
     counts0,
     counts1,
-    compute_loss,
+    loss_every,
 ):
     """Train one partition in place; returns (raw, trained, examples, loss_sum, loss_terms).
+
+    The loss is accumulated for every ``loss_every``-th example (0 = never).
 
     ``guide`` (see :func:`_noise_guide`) narrows each noise-word bisection to a few
     entries of ``cdf``: a plain 16-step binary search over 64k words mispredicts most
@@ -273,6 +276,7 @@ def _train_core(
     examples = 0
     loss_sum = 0.0
     loss_terms = 0
+    countdown = 1
     for d in range(n_docs):
         start = offsets[d]
         end = offsets[d + 1]
@@ -303,6 +307,13 @@ def _train_core(
                 continue  # a one-word document after subsampling: no pair to train
             n_examples = 1 if cbow else n_ctx
             for e in range(n_examples):
+                # Examples 0, k, 2k, ... (a countdown: cheaper than a modulo per example).
+                with_loss = False
+                if loss_every > 0:
+                    countdown -= 1
+                    if countdown == 0:
+                        with_loss = True
+                        countdown = loss_every
                 # ---- hidden vector of this example
                 if cbow:
                     for k in range(dim):
@@ -360,7 +371,7 @@ def _train_core(
                         f = np.float32(1.0) / (np.float32(1.0) + e)
                     else:
                         f = e / (np.float32(1.0) + e)
-                    if compute_loss:
+                    if with_loss:
                         # -log sigmoid(z) = log1p(exp(-|z|)) + max(-z, 0), z = x for the
                         # centre word and -x for a noise word; exact even when saturated.
                         z = x if dn == 0 else -x
@@ -453,6 +464,7 @@ def train_partition(
     words_scale: float = 1.0,
     seed: int = 0,
     compute_loss: bool = True,
+    loss_every: int = 1,
 ) -> TrainStats:
     """Train skip-gram or CBOW with negative sampling on one corpus slice, in place.
 
@@ -481,7 +493,10 @@ def train_partition(
             global schedule; 1.0 for sequential training.
         seed: seeds the stream described in the module docstring (use
             ``derive_seed(word2vec.seed, epoch, round, partition)``).
-        compute_loss: also accumulate the exact loss (one log1p per term, a few % slower).
+        compute_loss: also accumulate the exact loss (one log1p per term, ~15% slower).
+        loss_every: with ``compute_loss``, accumulate the loss of every ``loss_every``-th
+            example only (examples ``0, k, 2k, ...`` of this call): an unbiased estimate of
+            the mean loss at ``1/k`` of the cost.
 
     Returns:
         :class:`TrainStats` with the per-row update counts needed by :func:`row_update`.
@@ -527,6 +542,8 @@ def train_partition(
         raise InputError(
             f"token ids must lie in [0, {vocab_size}): the corpus was encoded with another vocab"
         )
+    if loss_every < 1:
+        raise ConfigError(f"loss_every = {loss_every} must be >= 1")
     if total_words is None:
         total_words = max(int(offsets[-1] - offsets[0]), 1)
     if total_words < 1:
@@ -556,7 +573,7 @@ def train_partition(
         np.uint64(_initial_state(seed)),
         counts0,
         counts1,
-        bool(compute_loss),
+        int(loss_every) if compute_loss else 0,
     )
     if compute_loss and not math.isfinite(loss_sum):
         raise TrainingDivergedError(
@@ -604,38 +621,91 @@ def row_update(syn0: np.ndarray, syn1neg: np.ndarray, stats: TrainStats) -> RowU
     )
 
 
-def merge(
-    base_syn0: np.ndarray, base_syn1: np.ndarray, updates: Iterable[RowUpdate]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Count-weighted per-row average of the partitions' rows; untouched rows keep base.
+@njit(cache=True, nogil=True)
+def _accumulate_rows(acc, k, rows, vecs):
+    """``acc[rows] += vecs`` and ``k[rows] += 1`` (rows distinct) without temporaries."""
+    dim = acc.shape[1]
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        for j in range(dim):
+            acc[r, j] += vecs[i, j]
+        k[r] += 1
 
-    ``new[r] = sum_p c_p[r] * v_p[r] / sum_p c_p[r]`` over the partitions p that touched
-    row r. Never a sum of models (SPARK-24666). ``updates`` is consumed one at a time,
-    so the driver can stream task results (e.g. ``toLocalIterator``); accumulation is in
-    float64. Returns new float32 arrays; the bases are not modified.
+
+@njit(cache=True, nogil=True)
+def _finish_mean(base, acc, k, partitions, out):
+    """``out[r] = (acc[r] + (S - k[r]) * base[r]) / S`` for every row some partition touched."""
+    dim = base.shape[1]
+    for r in range(base.shape[0]):
+        if k[r] == 0:
+            continue  # untouched by every partition: keeps base exactly
+        rest = np.float64(partitions - k[r])
+        for j in range(dim):
+            out[r, j] = np.float32((acc[r, j] + rest * base[r, j]) / partitions)
+
+
+def merge(
+    base_syn0: np.ndarray,
+    base_syn1: np.ndarray,
+    updates: Iterable[RowUpdate],
+    partitions: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Average of the ``partitions`` partition models of one round (model averaging).
+
+    Every partition trained a private copy of the same broadcast ``base``; a partition
+    that did not touch a row still holds ``base`` there. So per row
+    ``new[r] = (sum_{p touched r} v_p[r] + (S - k_r) * base[r]) / S`` with ``k_r`` the
+    number of partitions that touched ``r`` (``base + mean of the S deltas``), and
+    untouched rows keep ``base`` exactly. With ``S = 1`` the result is the partition's
+    model bit for bit.
+
+    Why the plain mean and not a count-weighted one: the stage trains every partition
+    at ``S`` times the learning rate, so in the linear regime (a row updated a few times
+    per round) partition ``p`` moves a row ``S`` times as far as its share of a
+    sequential pass would, and the mean of the S deltas equals the sequential pass's
+    sum; a row seen by one partition only must then be divided by ``S``, which a
+    count-weighted mean would not do. Rows that settle within a round (frequent words)
+    land on the mean of the partitions' equilibria, where a sum of deltas would
+    overshoot S-fold and diverge. Never a sum of models (SPARK-24666).
+
+    ``updates`` is consumed one at a time, so the driver can stream task results (e.g.
+    ``toLocalIterator``); accumulation is in float64. Returns new float32 arrays; the
+    bases are not modified.
 
     Raises:
+        InputError: more updates than ``partitions``, or an update listing a row twice.
         TrainingDivergedError: if a merged row is not finite.
     """
-    out = []
-    acc0 = np.zeros(base_syn0.shape, dtype=np.float64)
-    acc1 = np.zeros(base_syn1.shape, dtype=np.float64)
-    w0 = np.zeros(base_syn0.shape[0], dtype=np.float64)
-    w1 = np.zeros(base_syn1.shape[0], dtype=np.float64)
-    for u in updates:
-        for acc, w, rows, vecs, cnt in (
-            (acc0, w0, u.syn0_rows, u.syn0_vectors, u.syn0_counts),
-            (acc1, w1, u.syn1_rows, u.syn1_vectors, u.syn1_counts),
+    if partitions < 1:
+        raise InputError(f"merge needs partitions >= 1, got {partitions}")
+    bases = (
+        np.ascontiguousarray(base_syn0, dtype=np.float32),
+        np.ascontiguousarray(base_syn1, dtype=np.float32),
+    )
+    accs = [np.zeros(b.shape, dtype=np.float64) for b in bases]
+    ks = [np.zeros(b.shape[0], dtype=np.int64) for b in bases]
+    for seen, u in enumerate(updates, start=1):
+        if seen > partitions:
+            raise InputError(f"merge got more than partitions = {partitions} updates")
+        for acc, k, rows, vecs in (
+            (accs[0], ks[0], u.syn0_rows, u.syn0_vectors),
+            (accs[1], ks[1], u.syn1_rows, u.syn1_vectors),
         ):
-            if rows.size != np.unique(rows).size:
-                raise InputError("a RowUpdate lists a row twice: build it with row_update()")
-            acc[rows] += cnt[:, None] * vecs.astype(np.float64)
-            w[rows] += cnt
-    for base, acc, w in ((base_syn0, acc0, w0), (base_syn1, acc1, w1)):
-        new = np.array(base, dtype=np.float32, copy=True)
-        touched = w > 0
-        new[touched] = (acc[touched] / w[touched, None]).astype(np.float32)
-        if not np.all(np.isfinite(new[touched])):
+            rows = np.asarray(rows)
+            # row_update() lists rows ascending; that also rules out duplicates cheaply.
+            if rows.size and (
+                np.any(np.diff(rows) <= 0) or rows[0] < 0 or rows[-1] >= acc.shape[0]
+            ):
+                raise InputError(
+                    "a RowUpdate must list distinct rows in ascending order within the "
+                    "matrix: build it with row_update()"
+                )
+            _accumulate_rows(acc, k, rows, np.ascontiguousarray(vecs, dtype=np.float32))
+    out = []
+    for base, acc, k in zip(bases, accs, ks, strict=True):
+        new = base.copy()
+        _finish_mean(base, acc, k, partitions, new)
+        if not np.all(np.isfinite(new)):
             raise TrainingDivergedError(
                 "word2vec produced NaN/inf vectors: lower word2vec.alpha or use more "
                 "word2vec.rounds_per_epoch"

@@ -12,26 +12,26 @@ rows fall into partitions.
 
 Extract, transform, load:
 
-* **map** (``count_partials``, one task per corpus partition, in ``mapInArrow``): the
-  kernel counts the partition's rows and yields sorted partial blocks within
-  ``cooccur.memory_mb`` (no Python loop over tokens). Sums are kept in integer
-  units (multiples of ``1 / lcm(1..window)``), so partials add up exactly in any
-  order. Each block is split by shard ``k = i mod S`` (``K.split_by_shard``, two
-  linear passes) and shipped as a few binary rows (*blobs*): keys ``i * V + j``
-  delta-coded as int32, values as float32 when that is exact. Only aggregated
-  partial sums cross the shuffle, 8 B per partial entry before Spark's lz4 (about
-  5 B after it on en-open).
+* **map** (``count_partials``, one task per slice of the corpus, ``mapInArrow`` over
+  task numbers; the task reads its Parquet row groups with pyarrow): the kernel
+  counts the rows and yields sorted partial blocks within ``cooccur.memory_mb`` (no
+  Python loop over tokens). Sums are kept in integer units (multiples of
+  ``1 / lcm(1..window)``), so partials add up exactly in any order. Each block is
+  split by shard ``k = i mod S`` and packed (``K.pack_by_shard``: key gaps and
+  values as varints, ~3.3 B per entry) into a few binary rows (*blobs*) of at most
+  MAX_BLOB_ENTRIES entries. Only aggregated partial sums cross the shuffle.
 * **shuffle**: ``repartition(S, p)``. ``p`` is chosen on the driver so that Spark's
   hash partitioner (Murmur3, seed 42) sends shard k to reduce partition k, so
   each reduce task gets exactly one shard. Correctness does not depend on this:
   a task groups its rows by shard.
-* **reduce** (``reduce_partials``, one task per shard): the shard's blobs (sorted
-  runs) are summed by ``sum_sorted_runs`` in key ranges of bounded size (held
-  blobs plus one range at a time), divided by the denominator, filtered by
-  ``cooccur.min_x``, cast to float32 and written with pyarrow straight into
-  ``shard=k/part-00000.parquet``, sorted by (i, j). The task returns the shard's
-  statistics (entries, Σx, bytes), so the driver gets exact figures without
-  another pass or accumulators (which could double count when a task is retried).
+* **reduce** (``reduce_partials``, one task per shard): the pieces of one map block
+  form a sorted run; ``K.merge_runs`` merges the shard's runs (a compiled k-way
+  merge) into sums, divides them by the denominator, drops those below
+  ``cooccur.min_x`` and casts them to float32, one row group at a time, written
+  with pyarrow straight into ``shard=k/part-00000.parquet``, sorted by (i, j). The
+  task returns the shard's statistics (entries, Σx, bytes), so the driver gets
+  exact figures without another pass or accumulators (which could double count
+  when a task is retried).
 
 Why pyarrow rather than Spark's writer: the merged entries are already sorted and
 grouped by shard in Python; sending them back to the JVM would convert every
@@ -39,15 +39,16 @@ entry to a row, sort it again and encode it (the per-row cost the map side
 avoids). Executors therefore need pyarrow access to the run directory, like every
 reader of ``cooc/`` (local disk shared by the driver and executors, HDFS, S3, GCS).
 
-Cost model (logged and recorded): partial entries ≈ ``0.35 · window`` per kept
-token at the default budget (en-open: 3.4 per token at window 10; the kernel's
-buffer decides how often a pair is emitted again); shuffle ≈ partial entries × 8 B
-before compression (int32 key delta + float32 value; 12-16 B for the few values too big
-for float32); a reduce task holds its shard's blobs (~10 B per partial entry)
-plus one key range (~100 B per entry, at most half of ``memory_mb``). The default
-S keeps the held blobs under half of ``memory_mb``: ``S = next power of two >=
-partials × 10 B / (memory_mb / 2)``; it depends on the data and settings, never
-on the number of cores.
+Cost model (logged and recorded), measured at window 10 on en-open and the synthetic
+corpus: partial entries ≈ 0.33 · window per kept token (3.3 per token; 1.4-1.8 per
+final entry: the sparse tail of the matrix is made of pairs seen once or twice);
+shuffle ≈ partial entries × 3.3 B of varints (Spark's lz4 gains little on them);
+a map task holds ``memory_mb`` (dense block, sort buffer and its twin) plus one
+packed block; a reduce task holds its shard's blobs twice (received, and
+concatenated for the merge: ~7 B per partial entry) plus one row group. The
+default S keeps that under half of ``memory_mb``: ``S = next power of two >=
+partials × 10 B / (memory_mb / 2)``; it depends on the data and settings, never on
+the number of cores.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ from embedpipe.runs import RunDir, StageResult, fingerprint, log_skip, stage_fin
 
 #: Rows the map side emits: data blobs (kind 0) and one statistics row per task (kind 1).
 PARTIALS_DDL = (
-    "kind byte, p int, shard int, part int, seq int, n long, first long, "
+    "kind byte, p int, shard int, part int, run int, seq int, n long, first long, "
     "kw byte, keys binary, vw byte, vals binary"
 )
 PARTIALS_SCHEMA = pa.schema(
@@ -87,6 +88,7 @@ PARTIALS_SCHEMA = pa.schema(
         ("p", pa.int32()),
         ("shard", pa.int32()),
         ("part", pa.int32()),
+        ("run", pa.int32()),
         ("seq", pa.int32()),
         ("n", pa.int64()),
         ("first", pa.int64()),
@@ -112,25 +114,24 @@ STATS_SCHEMA = pa.schema(
 )
 KIND_DATA, KIND_STATS = 0, 1
 
-#: Entries per blob row: 4 MB of int32 deltas, well under Spark's page size.
-MAX_BLOB_ENTRIES = 1 << 20
+#: Entries per blob row: ~1 MB of varints, well under Spark's page size.
+MAX_BLOB_ENTRIES = 1 << 18
 #: Bytes per Arrow batch crossing the JVM/Python boundary (binary offsets are int32).
 MAX_BATCH_BYTES = 64 << 20
 #: Parquet codec of the shard files: snappy reads fastest and every reader knows it.
 COMPRESSION = "snappy"
-#: Dictionary-encode i (sorted: a few runs per row group) and j (V values); x has too
-#: many distinct values, and hashing them would double the write time for nothing.
-DICTIONARY = ["i", "j"]
+#: Dictionary-encode i (sorted: a few runs per row group). Not j: hashing V distinct
+#: values halves the write speed for 20 % smaller files; x has too many values.
+DICTIONARY = ["i"]
 #: Rows per Parquet row group: fixed, so the file bytes depend only on the data.
 ROW_GROUP = 1 << 20
 
-# Cost-model constants (see the module docstring), measured on en-open at window 10.
+# Cost-model constants (see the module docstring), measured at window 10 (0.33 and
+# ~3.5 B on en-open and synth), with some margin.
 PARTIALS_PER_TOKEN_WINDOW = 0.4  # partial entries per kept token per unit of window
-BLOB_BYTES_PER_ENTRY = 10  # held by a reduce task: int32 delta + float32 (or float64) value
-RANGE_BYTES_PER_ENTRY = 100  # decode + merge (sort twin) + divide + Arrow table + Parquet
-MIN_RANGE_ENTRIES = 1 << 16
-#: Key sample stride for choosing the reduce's key ranges (error <= stride per blob).
-SAMPLE_STRIDE = 256
+#: Held by a reduce task per partial entry: the received blobs and their concatenation,
+#: which the merge reads (raw float64 values, window > 17, need about twice that).
+BLOB_BYTES_PER_ENTRY = 10
 PROGRESS_SECONDS = 30.0
 
 
@@ -157,11 +158,6 @@ class Plan:
     #: Value of the partition column ``p`` for each shard (see :func:`partition_keys`).
     pkeys: tuple[int, ...]
 
-    @property
-    def range_entries(self) -> int:
-        """Entries one reduce range may hold: half of memory_mb."""
-        return max(MIN_RANGE_ENTRIES, (self.memory_mb << 20) // 2 // RANGE_BYTES_PER_ENTRY)
-
 
 def estimate_partials(kept_tokens: int, window: int) -> int:
     """Expected partial entries emitted by the map side (the cost model's first term)."""
@@ -171,7 +167,8 @@ def estimate_partials(kept_tokens: int, window: int) -> int:
 def default_shards(kept_tokens: int, window: int, memory_mb: int) -> int:
     """S from the data size: a shard's blobs fill at most half of ``memory_mb``.
 
-    A power of two >= ``partials x 10 B / (memory_mb / 2)``; never a function of cores.
+    A power of two >= ``partials x BLOB_BYTES_PER_ENTRY / (memory_mb / 2)``; never a
+    function of cores.
     """
     need = estimate_partials(kept_tokens, window) * BLOB_BYTES_PER_ENTRY
     budget = max(1, (memory_mb << 20) // 2)
@@ -327,47 +324,56 @@ def default_map_tasks(total_ids: int, cores: int) -> int:
 
 
 def block_to_blobs(
-    keys: np.ndarray, values: np.ndarray, plan: Plan, part: int, seq: int
+    keys: np.ndarray, values: np.ndarray, plan: Plan, part: int, seq: int, run: int = 0
 ) -> tuple[list[pa.RecordBatch], int]:
     """One sorted partial block -> blob batches (one row per shard piece); returns (batches, seq).
 
-    Keys of a piece are delta-coded (``first`` plus int32 deltas, int64 if a gap does
-    not fit); values are float32 when that is exact (``K.split_by_shard``).
+    A piece holds varint key gaps and values (``K.pack_by_shard``; ``vw`` 8 marks raw
+    float64 values). ``run`` numbers the block within the task: a shard's pieces of
+    one block, in ``seq`` order, form one sorted run, which the reduce merges whole.
     """
     if keys.size == 0:
         return [], seq
-    sp = K.split_by_shard(
+    pb = K.pack_by_shard(
         keys,
         values,
         plan.vocab_size,
         plan.shards,
         MAX_BLOB_ENTRIES,
-        narrow_values=plan.integer_units,
+        alloc=pooled_empty,
+        raw_values=not plan.integer_units,  # one format for all runs of a shard
     )
-    kw, vw = sp.deltas.itemsize, sp.values.itemsize
+    vw = 8 if pb.raw_values else 0
     out: list[pa.RecordBatch] = []
-    starts = sp.start
-    m = sp.shard.size
+    koffs, voffs = pb.key_offsets, pb.value_offsets
+    m = pb.shard.size
     lo = 0
     while lo < m:
         # Pieces go in batches of at most MAX_BATCH_BYTES (binary offsets are int32).
         hi = lo + 1
-        while hi < m and (starts[hi + 1] - starts[lo]) * (kw + vw) <= MAX_BATCH_BYTES:
+        while hi < m and koffs[hi + 1] - koffs[lo] + voffs[hi + 1] - voffs[lo] <= MAX_BATCH_BYTES:
             hi += 1
-        a, e = int(starts[lo]), int(starts[hi])
-        offs = starts[lo : hi + 1] - a
         count = hi - lo
+        ka, ke, va, ve = int(koffs[lo]), int(koffs[hi]), int(voffs[lo]), int(voffs[hi])
         key_arr = pa.Array.from_buffers(
             pa.binary(),
             count,
-            [None, pa.py_buffer((offs * kw).astype(np.int32)), pa.py_buffer(sp.deltas[a:e])],
+            [
+                None,
+                pa.py_buffer((koffs[lo : hi + 1] - ka).astype(np.int32)),
+                pa.py_buffer(pb.key_bytes[ka:ke]),
+            ],
         )
         val_arr = pa.Array.from_buffers(
             pa.binary(),
             count,
-            [None, pa.py_buffer((offs * vw).astype(np.int32)), pa.py_buffer(sp.values[a:e])],
+            [
+                None,
+                pa.py_buffer((voffs[lo : hi + 1] - va).astype(np.int32)),
+                pa.py_buffer(pb.value_bytes[va:ve]),
+            ],
         )
-        sh = sp.shard[lo:hi]
+        sh = pb.shard[lo:hi]
         out.append(
             pa.RecordBatch.from_arrays(
                 [
@@ -375,10 +381,11 @@ def block_to_blobs(
                     pa.array(np.asarray(plan.pkeys, np.int32)[sh]),
                     pa.array(sh),
                     pa.array(np.full(count, part, np.int32)),
+                    pa.array(np.full(count, run, np.int32)),
                     pa.array(np.arange(seq, seq + count, dtype=np.int32)),
-                    pa.array(np.diff(offs)),
-                    pa.array(sp.first[lo:hi]),
-                    pa.array(np.full(count, kw, np.int8)),
+                    pa.array(pb.count[lo:hi]),
+                    pa.array(pb.first[lo:hi]),
+                    pa.array(np.zeros(count, np.int8)),
                     key_arr,
                     pa.array(np.full(count, vw, np.int8)),
                     val_arr,
@@ -391,6 +398,16 @@ def block_to_blobs(
     return out, seq
 
 
+def pooled_empty(n: int, dtype: type) -> np.ndarray:
+    """``np.empty`` from Arrow's memory pool, which recycles freed pages.
+
+    Blob arrays are allocated per block and freed once Spark has read them; fresh
+    ``np.empty`` pages would page-fault again each time (~0.3 s of system time per GB).
+    """
+    dt = np.dtype(dtype)
+    return np.frombuffer(pa.allocate_buffer(max(1, n) * dt.itemsize), dt, count=n)
+
+
 def _stats_batch(plan: Plan, part: int, stats: dict[str, Any]) -> pa.RecordBatch:
     k = part % plan.shards  # spread the statistics rows over the reduce tasks
     return pa.RecordBatch.from_pylist(
@@ -400,6 +417,7 @@ def _stats_batch(plan: Plan, part: int, stats: dict[str, Any]) -> pa.RecordBatch
                 "p": plan.pkeys[k],
                 "shard": k,
                 "part": part,
+                "run": -1,
                 "seq": -1,
                 "n": 0,
                 "first": 0,
@@ -451,14 +469,26 @@ def count_partials(
         seed=plan.seed,
         memory_mb=plan.memory_mb,
         integer_units=plan.integer_units,
+        copy=False,  # each block is split into blobs before the kernel continues
     )
-    for keys, values in blocks:
+    kernel_cpu = blob_cpu = 0.0
+    while True:
+        c0 = time.process_time()
+        block = next(blocks, None)
+        c1 = time.process_time()
+        kernel_cpu += c1 - c0
+        if block is None:
+            break
+        keys, values = block
         stats["blocks"] += 1
         stats["entries"] += int(keys.size)
-        out, seq = block_to_blobs(keys, values, plan, part, seq)
-        yield from out
+        out, seq = block_to_blobs(keys, values, plan, part, seq, stats["blocks"])
+        blob_cpu += time.process_time() - c1
+        yield from out  # Spark serialises and ships them before we continue
     stats["seconds"] = round(time.perf_counter() - start, 3)
     stats["cpu"] = round(time.process_time() - cpu, 3)
+    stats["kernel_cpu"] = round(kernel_cpu, 3)
+    stats["blob_cpu"] = round(blob_cpu, 3)
     stats["rss"] = _peak_rss()
     yield _stats_batch(plan, part, stats)
 
@@ -467,25 +497,16 @@ def count_partials(
 
 
 class Blob(NamedTuple):
-    """One shard piece of a partial block: keys ``first + cumsum(deltas)``."""
+    """One shard piece of a partial block: ``n`` entries as varint bytes (K.pack_by_shard)."""
 
-    part: int
-    seq: int
-    first: int
-    deltas: np.ndarray
-    values: np.ndarray
-
-    @property
-    def n(self) -> int:
-        """Entries in the blob."""
-        return self.deltas.size
-
-    def keys(self, a: int = 0, e: int | None = None, base: int | None = None) -> np.ndarray:
-        """Keys ``[a, e)``; ``base`` is the key at ``a - 1`` (``first`` for ``a == 0``)."""
-        d = self.deltas[a:e]
-        out = np.cumsum(d, dtype=np.int64)
-        out += self.first if base is None else base
-        return out
+    part: int  # map task
+    run: int  # block within the task
+    seq: int  # piece within the task
+    first: int  # first key of the run
+    n: int
+    key_bytes: np.ndarray
+    value_bytes: np.ndarray
+    raw_values: bool
 
 
 def _binary_views(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -505,167 +526,141 @@ def read_blobs(
     for b in batches:
         if b.num_rows == 0:
             continue
-        kind = b.column("kind").to_numpy(zero_copy_only=False)
-        shard = b.column("shard").to_numpy(zero_copy_only=False)
-        part = b.column("part").to_numpy(zero_copy_only=False)
-        seq = b.column("seq").to_numpy(zero_copy_only=False)
-        first = b.column("first").to_numpy(zero_copy_only=False)
-        kw = b.column("kw").to_numpy(zero_copy_only=False)
-        vw = b.column("vw").to_numpy(zero_copy_only=False)
+        cols = {
+            name: b.column(name).to_numpy(zero_copy_only=False)
+            for name in ("kind", "shard", "part", "run", "seq", "n", "first", "kw", "vw")
+        }
         koffs, kdata = _binary_views(b.column("keys"))
         voffs, vdata = _binary_views(b.column("vals"))
         for r in range(b.num_rows):
-            if kind[r] == KIND_STATS:
+            if cols["kind"][r] == KIND_STATS:
                 map_stats.append(json.loads(kdata[koffs[r] : koffs[r + 1]].tobytes()))
                 continue
-            deltas = kdata[koffs[r] : koffs[r + 1]].view(np.int32 if kw[r] == 4 else np.int64)
-            values = vdata[voffs[r] : voffs[r + 1]].view(np.float32 if vw[r] == 4 else np.float64)
-            by_shard.setdefault(int(shard[r]), []).append(
-                Blob(int(part[r]), int(seq[r]), int(first[r]), deltas, values)
+            if cols["kw"][r] != 0 or cols["vw"][r] not in (0, 8):
+                raise EmbedpipeError(
+                    f"cooccur: unknown partial encoding (kw {cols['kw'][r]}, vw "
+                    f"{cols['vw'][r]}): driver and executors run different embedpipe versions"
+                )
+            by_shard.setdefault(int(cols["shard"][r]), []).append(
+                Blob(
+                    int(cols["part"][r]),
+                    int(cols["run"][r]),
+                    int(cols["seq"][r]),
+                    int(cols["first"][r]),
+                    int(cols["n"][r]),
+                    kdata[koffs[r] : koffs[r + 1]],
+                    vdata[voffs[r] : voffs[r + 1]],
+                    bool(cols["vw"][r] == 8),
+                )
             )
     return by_shard, map_stats
-
-
-def _key_ranges(blobs: list[Blob], total: int, range_entries: int) -> np.ndarray:
-    """Boundary keys splitting the blobs' keys into ranges of about ``range_entries``."""
-    if total <= range_entries:
-        return np.empty(0, np.int64)
-    sample = np.sort(np.concatenate([b.keys()[::SAMPLE_STRIDE] for b in blobs]))
-    step = max(1, range_entries // SAMPLE_STRIDE)
-    return np.unique(sample[step::step])
-
-
-def sum_sorted_runs(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """Sum sorted ``(keys, values)`` runs into ascending unique keys (values in run order).
-
-    Equal to ``K.merge_sorted_blocks`` but faster on the reduce's input, a few dozen
-    sorted runs: a stable argsort (timsort) finds the runs and merges them (measured
-    ~23 ns per entry against ~35 for the radix sort, which ignores the runs).
-    """
-    if not parts:
-        return np.empty(0, np.int64), np.empty(0, np.float64)
-    keys = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
-    values = np.concatenate([np.asarray(p[1], np.float64) for p in parts])
-    if len(parts) > 1:
-        order = np.argsort(keys, kind="stable")
-        keys = keys[order]
-        values = values[order]
-    first = np.empty(keys.size, bool)
-    first[:1] = True
-    np.not_equal(keys[1:], keys[:-1], out=first[1:])
-    starts = np.flatnonzero(first)
-    if starts.size == keys.size:
-        return keys, values
-    return keys[starts], np.add.reduceat(values, starts)
-
-
-class _ShardWriter:
-    """Writes row groups of exactly ROW_GROUP rows (the file then depends only on the data)."""
-
-    def __init__(self, stream: Any, metadata: dict[bytes, bytes]) -> None:
-        import pyarrow.parquet as pq
-
-        schema = schemas.COOC.with_metadata(metadata)
-        self.writer = pq.ParquetWriter(
-            stream, schema, compression=COMPRESSION, use_dictionary=DICTIONARY
-        )
-        self.schema = schema
-        self.pending: list[pa.Table] = []
-        self.n_pending = 0
-
-    def add(self, i: np.ndarray, j: np.ndarray, x: np.ndarray) -> None:
-        if i.size:
-            self.pending.append(pa.table([i, j, x], schema=self.schema))
-            self.n_pending += i.size
-        while self.n_pending >= ROW_GROUP:
-            self._write(ROW_GROUP)
-
-    def _write(self, n: int) -> None:
-        table = pa.concat_tables(self.pending)
-        self.writer.write_table(table.slice(0, n), row_group_size=n)
-        rest = table.slice(n)
-        self.pending = [rest] if rest.num_rows else []
-        self.n_pending = rest.num_rows
-
-    def close(self) -> None:
-        if self.n_pending:
-            self._write(self.n_pending)
-        self.writer.close()
 
 
 def reduce_shard(k: int, blobs: list[Blob], plan: Plan, out_uri: str) -> dict[str, Any]:
     """Sum shard ``k``'s blobs, write ``shard=k/part-00000.parquet`` under ``out_uri``.
 
-    Returns the shard's statistics: nnz, partials, sum_x, bytes, info.
+    The pieces of one map block are one sorted run: ``K.merge_runs`` merges the runs
+    (k-way, compiled) straight into ``(i, j, x)`` row groups of ROW_GROUP entries, so
+    the task holds the blobs, their concatenation and one row group. Returns the
+    shard's statistics: nnz, partials, sum_x, bytes, info.
     """
-    start, cpu = time.perf_counter(), time.process_time()
-    # Summation order is fixed (integer units make it irrelevant, true units do not).
-    blobs = sorted(blobs, key=lambda b: (b.part, b.seq))
+    import pyarrow.parquet as pq
+
+    start_t, cpu = time.perf_counter(), time.process_time()
+    # Runs in a fixed order: (part, run) then pieces by seq. Summation order is then
+    # fixed too (integer units make it irrelevant, true units do not).
+    blobs = sorted((b for b in blobs if b.n), key=lambda b: (b.part, b.run, b.seq))
     total = sum(b.n for b in blobs)
-    bounds = _key_ranges(blobs, total, plan.range_entries)
-    # Per blob: the start index of every range and the key just before it.
-    cuts: list[tuple[np.ndarray, np.ndarray]] = []
+    key_bytes = _concat([b.key_bytes for b in blobs])
+    value_bytes = _concat([b.value_bytes for b in blobs])
+    first, count, key_start, value_start = [], [], [], []
+    raw = not plan.integer_units
+    ka = va = 0
+    prev: Blob | None = None
     for b in blobs:
-        if bounds.size:
-            keys = b.keys()
-            pos = np.concatenate([[0], np.searchsorted(keys, bounds), [b.n]])
-            base = np.where(pos > 0, keys[np.maximum(pos - 1, 0)], b.first)
+        if prev is not None and (b.part, b.run) == (prev.part, prev.run):
+            count[-1] += b.n  # the next piece of the same run: its bytes follow
         else:
-            pos, base = np.array([0, b.n]), np.array([b.first])
-        cuts.append((pos, base))
+            first.append(b.first)
+            count.append(b.n)
+            key_start.append(ka)
+            value_start.append(va)
+            if b.raw_values != raw:
+                raise EmbedpipeError(
+                    "cooccur: partials of one shard in two value formats; driver and "
+                    "executors run different embedpipe versions"
+                )
+        ka += b.key_bytes.size
+        va += b.value_bytes.size
+        prev = b
+    n_runs = len(first)
+    blobs.clear()  # the caller's batches still hold the data; this drops our views
     V, S = plan.vocab_size, plan.shards
     fs, root = fsutil.resolve(out_uri)
     final = f"{root}/{layout.shard_file(k)}"
     tmp = f"{root}/{layout.shard_dir(k)}/.{layout.SHARD_FILE}.{uuid.uuid4().hex[:12]}.tmp"
     fs.create_dir(f"{root}/{layout.shard_dir(k)}", recursive=True)
-    nnz, sum_x, max_x = 0, 0.0, 0.0
-    with fs.open_output_stream(tmp) as stream:
-        writer = _ShardWriter(
-            stream, layout.shard_metadata(V, S, k, plan.window, plan.weighting, -1)
-        )
-        for r in range(bounds.size + 1):
-            parts = []
-            for b, (pos, base) in zip(blobs, cuts, strict=True):
-                a, e = int(pos[r]), int(pos[r + 1])
-                if e > a:
-                    bk = None if a == 0 else int(base[r])
-                    parts.append((b.keys(a, e, bk), b.values[a:e]))
-            keys, sums = sum_sorted_runs(parts)
-            if plan.denominator != 1:
-                sums /= plan.denominator
-            if plan.min_x > 0.0:
-                keep = sums >= plan.min_x
-                keys, sums = keys[keep], sums[keep]
-            i, j = K.keys_to_ij(keys, V)
-            x = sums.astype(np.float32)
-            writer.add(i, j, x)
-            nnz += x.size
-            if x.size:
-                sum_x += float(np.sum(x, dtype=np.float64))
-                max_x = max(max_x, float(x.max()))
-        writer.close()
+    nnz, sum_x, max_x, write_cpu = 0, 0.0, 0.0, 0.0
+    schema = schemas.COOC.with_metadata(
+        layout.shard_metadata(V, S, k, plan.window, plan.weighting, -1)
+    )
+    entries = K.merge_runs(
+        first,
+        count,
+        key_bytes,
+        key_start,
+        value_bytes,
+        value_start,
+        raw,
+        V,
+        plan.denominator,
+        plan.min_x,
+        ROW_GROUP,
+        copy=False,  # each chunk is written before the merge continues
+    )
+    with (
+        fs.open_output_stream(tmp) as stream,
+        pq.ParquetWriter(stream, schema, compression=COMPRESSION, use_dictionary=DICTIONARY) as w,
+    ):
+        for e in entries:
+            if e.x.size:
+                c0 = time.process_time()
+                w.write_table(pa.table([e.i, e.j, e.x], schema=schema), ROW_GROUP)
+                write_cpu += time.process_time() - c0
+                nnz += e.x.size
+                sum_x += e.sum_x
+                max_x = max(max_x, float(e.x.max()))
     fs.move(tmp, final)
     size = fs.get_file_info(final).size
     info = {
-        "seconds": round(time.perf_counter() - start, 3),
+        "seconds": round(time.perf_counter() - start_t, 3),
         "cpu": round(time.process_time() - cpu, 3),
         "rss": _peak_rss(),
-        "blobs": len(blobs),
-        "ranges": int(bounds.size + 1),
+        "runs": n_runs,
         "max_x": max_x,
+        "write_cpu": round(write_cpu, 3),
     }
     return {"shard": k, "nnz": nnz, "partials": total, "sum_x": sum_x, "bytes": size, "info": info}
+
+
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenate blob byte arrays into one pooled array."""
+    out = pooled_empty(sum(p.size for p in parts), np.uint8)
+    return np.concatenate(parts, out=out) if parts else out
 
 
 def reduce_partials(
     batches: Iterable[pa.RecordBatch], plan: Plan, out_uri: str, partition: int = -1
 ) -> Iterator[pa.RecordBatch]:
     """The reduce task: every shard among ``batches`` -> its file; yields STATS_SCHEMA rows."""
+    c0 = time.process_time()
     by_shard, map_stats = read_blobs(batches)
+    read_cpu = (time.process_time() - c0) / max(1, len(by_shard))
     rows = []
     for k in sorted(by_shard):
         st = reduce_shard(k, by_shard.pop(k), plan, out_uri)  # pop: free each shard's views
         st["info"]["partition"] = partition
+        st["info"]["read_cpu"] = round(read_cpu, 3)
         rows.append(
             {
                 "kind": KIND_DATA,
@@ -890,6 +885,9 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
             spark,
             {
                 "spark.sql.execution.arrow.maxBytesPerBatch": str(MAX_BATCH_BYTES),
+                # Spark hashes every shuffled row to detect retries that produce other
+                # data; a map task here is a pure function of its input, so skip it.
+                "spark.sql.shuffle.orderIndependentChecksum.enabled": "false",
             },
         ),
         Timer() as t,
@@ -996,8 +994,18 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
                     sum(s["info"].get("seconds", 0.0) for s in shards.values()), 3
                 ),
                 "map_task_cpu_seconds": round(sum(m.get("cpu", 0.0) for m in map_stats), 3),
+                "map_kernel_cpu_seconds": round(
+                    sum(m.get("kernel_cpu", 0.0) for m in map_stats), 3
+                ),
+                "map_blob_cpu_seconds": round(sum(m.get("blob_cpu", 0.0) for m in map_stats), 3),
                 "reduce_task_cpu_seconds": round(
                     sum(s["info"].get("cpu", 0.0) for s in shards.values()), 3
+                ),
+                "reduce_read_cpu_seconds": round(
+                    sum(s["info"].get("read_cpu", 0.0) for s in shards.values()), 3
+                ),
+                "reduce_write_cpu_seconds": round(
+                    sum(s["info"].get("write_cpu", 0.0) for s in shards.values()), 3
                 ),
                 "executor_seconds": round(metrics["executor_seconds"], 3),
                 "jvm_cpu_seconds": round(metrics["jvm_cpu_seconds"], 3),

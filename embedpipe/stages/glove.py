@@ -14,8 +14,13 @@ broadcasts the parameters once (W, C, biases and AdaGrad sums); every partition 
 ``glove.local_epochs`` passes and returns only the rows it touched with their update
 counts; the driver collects the results in shard order and folds them with
 :class:`~embedpipe.kernels.glove.ParamMerger`. Word rows have one owner and are
-copied; context rows are averaged weighted by update counts. One round trip through
-the driver per epoch; the state after every epoch is checkpointed
+copied. Context columns are seen by every shard, ~1/S of their entries each:
+``glove.merge = "scaled"`` (default) trains them with S-times steps (S times a shard's
+gradient estimates the whole column's) and keeps the mean of the shards' changes, the
+AdaGrad sums adding up, which tracks S = 1 closely; ``"average"`` (the count-weighted
+mean of DESIGN.md) applies ~1/S of a sequential pass's change per epoch, so the
+context side learns ~S times slower (bench/RESULTS.md ``glove-merge``). One round trip
+through the driver per epoch; the state after every epoch is checkpointed
 (:mod:`embedpipe.training`), so ``--resume`` continues an interrupted run and, every
 epoch's randomness being a function of ``(seed, epoch, shard)`` only, reaches
 bit-identical vectors.
@@ -25,7 +30,9 @@ Load: ``glove/vectors.parquet`` (``W + C``, schema ``VECTORS``) and ``glove/mode
 
 Cost per epoch (logged): broadcast ``4·V·(dim+1)·4`` bytes (103 MB at V = 64k,
 dim 100); results ``(8·dim + 20)`` bytes per touched row, at most
-``(V/S + V)·(8·dim + 20)`` per shard. Memory per task: see :func:`task_memory_need`.
+``(V/S + V)·(8·dim + 20)`` per shard. Memory (checked up front, :func:`check_memory`):
+per task :func:`task_memory_need`, times the tasks an executor runs at once; the driver
+:func:`driver_memory_need`.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ from embedpipe import FORMAT_VERSION, fsutil, schemas, training
 from embedpipe import cooccur as cooc_layout
 from embedpipe import spark as spark_mod
 from embedpipe.config import Config, GloveConfig, GloveSchedule, to_dict
-from embedpipe.errors import ConfigError, InputError, TrainingDivergedError
+from embedpipe.errors import ConfigError, InputError, ResourceError, TrainingDivergedError
 from embedpipe.kernels import glove as kernel
 from embedpipe.log import Timer, human_bytes, human_count, logger
 from embedpipe.runs import RunDir, StageResult, fingerprint, log_skip, stage_fingerprint
@@ -80,6 +87,93 @@ def task_memory_need(vocab_size: int, dim: int, max_shard_entries: int) -> int:
     """Memory a training task needs: the broadcast parameters, the compact copy of the rows
     it touches (at most as big again) and ``TASK_BYTES_PER_ENTRY`` per entry of its shard."""
     return 2 * param_bytes(vocab_size, dim) + TASK_BYTES_PER_ENTRY * max_shard_entries
+
+
+def driver_memory_need(vocab_size: int, dim: int, shards: int) -> int:
+    """Memory the driver needs per epoch: the parameters, the merged copy, the pickled
+    broadcast, and the collected results (at most ``(ceil(V/S) + V)`` rows per shard)."""
+    results = shards * (math.ceil(vocab_size / shards) + vocab_size) * row_bytes(dim)
+    return 3 * param_bytes(vocab_size, dim) + results
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """What training needs, in bytes, checked up front (:func:`check_memory`)."""
+
+    #: One task: see :func:`task_memory_need`.
+    task: int
+    #: Tasks running at once on one executor: each Python worker unpickles its own
+    #: copy of the broadcast, so an executor needs ``concurrent * task``.
+    concurrent: int
+    #: See :func:`driver_memory_need`.
+    driver: int
+
+    @property
+    def executor(self) -> int:
+        """Bytes one executor needs."""
+        return self.concurrent * self.task
+
+
+def memory_plan(vocab_size: int, dim: int, shard_sizes: list[int], concurrent: int) -> MemoryPlan:
+    """The :class:`MemoryPlan` of training ``len(shard_sizes)`` shards, ``concurrent`` at a
+    time per executor."""
+    S = len(shard_sizes)
+    return MemoryPlan(
+        task_memory_need(vocab_size, dim, max(shard_sizes)),
+        max(1, min(S, concurrent)),
+        driver_memory_need(vocab_size, dim, S),
+    )
+
+
+def concurrent_tasks(spark: Any) -> int:
+    """Tasks one executor runs at once: local[N] runs N, a cluster executor
+    ``spark.executor.cores / spark.task.cpus`` (1 when not set, as on YARN)."""
+    sc = spark.sparkContext
+    if sc.master.startswith("local"):
+        return max(1, int(sc.defaultParallelism))
+    conf = sc.getConf()
+    return max(
+        1, int(conf.get("spark.executor.cores", "1")) // int(conf.get("spark.task.cpus", "1"))
+    )
+
+
+def check_memory(spark: Any, plan: MemoryPlan, what: str) -> None:
+    """Refuse with a :class:`ResourceError` when the plan does not fit in 80 % of the memory
+    configured: executors (``spark.executor.memory``) and the driver (``spark.driver.memory``);
+    in local mode the driver process runs both, so they add up."""
+    fix = (
+        "or lower glove.dim or the vocabulary (vocab.min_count / vocab.max_size), or raise "
+        "cooccur.shards (smaller shards); DESIGN.md 'Scale' has the 2-D block schedule for "
+        "parameters too big for one executor"
+    )
+    task_side = (
+        f"{plan.concurrent} concurrent task(s) x {human_bytes(plan.task)} (broadcast parameters "
+        f"twice + {TASK_BYTES_PER_ENTRY} B per entry of the largest shard)"
+    )
+    if spark.sparkContext.master.startswith("local"):
+        have = spark_mod.task_memory_bytes(spark)
+        need = plan.executor + plan.driver
+        if need > 0.8 * have:
+            raise ResourceError(
+                f"{what} needs ~{human_bytes(need)} ({task_side} + driver "
+                f"{human_bytes(plan.driver)}) but spark.driver.memory is {human_bytes(have)} "
+                f"in local mode; raise spark.driver.memory, {fix}"
+            )
+        return
+    have = spark_mod.task_memory_bytes(spark)
+    if plan.executor > 0.8 * have:
+        raise ResourceError(
+            f"{what} needs ~{human_bytes(plan.executor)} per executor ({task_side}) but "
+            f"spark.executor.memory is {human_bytes(have)}; raise spark.executor.memory, "
+            f"lower spark.executor.cores, {fix}"
+        )
+    driver = spark_mod.parse_memory(spark.sparkContext.getConf().get("spark.driver.memory", "1g"))
+    if plan.driver > 0.8 * driver:
+        raise ResourceError(
+            f"{what} needs ~{human_bytes(plan.driver)} on the driver (parameters three times "
+            f"+ the shards' results) but spark.driver.memory is {human_bytes(driver)}; raise "
+            f"spark.driver.memory, {fix}"
+        )
 
 
 # -------------------------------------------------------------- extract (pure)
@@ -206,13 +300,16 @@ class TrainSettings:
     x_max: float
     alpha: float
     eta: float
+    #: Multiplier of the context steps: S with ``glove.merge = scaled``, else 1.
+    context_scale: float = 1.0
     #: glove.c's ``-grad-clip``; not a config key (tests lift it to force a divergence).
     grad_clip: float = kernel.GRAD_CLIP
 
     @classmethod
-    def of(cls, g: GloveConfig, epoch: int) -> TrainSettings:
-        """Settings of ``epoch`` (1-based) from the ``[glove]`` table."""
-        return cls(g.seed, epoch, g.local_epochs, g.x_max, g.alpha, g.eta)
+    def of(cls, g: GloveConfig, epoch: int, shards: int) -> TrainSettings:
+        """Settings of ``epoch`` (1-based) of ``shards`` shards from the ``[glove]`` table."""
+        scale = kernel.context_scale(g.merge.value, shards)
+        return cls(g.seed, epoch, g.local_epochs, g.x_max, g.alpha, g.eta, scale)
 
 
 def train_partition(
@@ -232,7 +329,7 @@ def train_partition(
             i, j, x, params,
             seed=(settings.seed, settings.epoch, k), passes=settings.passes,
             x_max=settings.x_max, alpha=settings.alpha, eta=settings.eta,
-            grad_clip=settings.grad_clip,
+            grad_clip=settings.grad_clip, context_scale=settings.context_scale,
         )  # fmt: skip
         yield k, res, time.perf_counter() - t0, time.thread_time() - c0
 
@@ -321,17 +418,14 @@ def run(
     entries = sum(sizes)
     if entries == 0:
         raise InputError(f"{run_dir.path('cooc')}: no co-occurrence entries; check the corpus")
-    need = task_memory_need(V, dim, max(sizes))
-    spark_mod.check_task_memory(
-        spark,
-        need,
-        f"GloVe (V={V:,} x dim {dim}, largest shard {max(sizes):,} entries)",
-        "glove.dim, the vocabulary (vocab.min_count / vocab.max_size) or raise cooccur.shards",
-    )
+    plan = memory_plan(V, dim, sizes, concurrent_tasks(spark))
+    check_memory(spark, plan, f"GloVe (V={V:,} x dim {dim}, S={S}, largest shard "
+                 f"{max(sizes):,} entries)")  # fmt: skip
     bcast = param_bytes(V, dim)
     logger.info(
         "glove    V=%s dim=%d S=%d: %s entries (largest shard %s); per epoch: broadcast %s "
-        "(4·V·(dim+1)·4 B), results <= %s; task memory ~%s (limit %s)",
+        "(4·V·(dim+1)·4 B), results <= %s; memory ~%s per task x %d concurrent, driver ~%s "
+        "(executor limit %s); merge %s",
         f"{V:,}",
         dim,
         S,
@@ -339,8 +433,11 @@ def run(
         human_count(max(sizes)),
         human_bytes(bcast),
         human_bytes(S * (math.ceil(V / S) + V) * row_bytes(dim)),
-        human_bytes(need),
+        human_bytes(plan.task),
+        plan.concurrent,
+        human_bytes(plan.driver),
         human_bytes(spark_mod.task_memory_bytes(spark)),
+        g.merge.value,
     )
 
     # Checkpoints depend on everything but the number of epochs (so a run can be extended).
@@ -373,7 +470,7 @@ def run(
                 logger.info("glove    %d shards loaded and cached in %.1fs", S, load_seconds)
                 for epoch in range(state["epoch"] + 1, E + 1):
                     params = _train_epoch(
-                        spark.sparkContext, data, params, g, epoch, E, entries, state
+                        spark.sparkContext, data, S, params, g, epoch, E, entries, state
                     )
                     with Timer() as t_ck:
                         training.save_checkpoint(
@@ -506,6 +603,7 @@ def _start_state(
 def _train_epoch(
     sc: Any,
     data: Any,
+    shards: int,
     params: kernel.GloveParams,
     g: GloveConfig,
     epoch: int,
@@ -517,7 +615,8 @@ def _train_epoch(
     t0 = time.perf_counter()
     bc = sc.broadcast(params)
     try:
-        task = functools.partial(train_partition, bc=bc, settings=TrainSettings.of(g, epoch))
+        settings = TrainSettings.of(g, epoch, shards)
+        task = functools.partial(train_partition, bc=bc, settings=settings)
         out = sorted(data.mapPartitions(task).collect(), key=lambda r: r[0])
     finally:
         bc.destroy()
@@ -531,7 +630,9 @@ def _train_epoch(
                 "and re-run with --force; nothing was written"
             )
     training.check_loss(loss, epoch, epochs, "glove.eta", g.eta)
-    merger = kernel.ParamMerger(params)
+    if [k for k, _, _, _ in out] != list(range(shards)):
+        raise InputError(f"expected results of shards 0..{shards - 1}, got {[k for k, *_ in out]}")
+    merger = kernel.ParamMerger(params, g.merge.value, shards=shards)
     for k, r, _, _ in out:
         merger.add(r, shard=k)
     try:
@@ -570,8 +671,13 @@ def model_path(run_dir: RunDir) -> str:
 
 
 __all__ = [
+    "MemoryPlan",
+    "check_memory",
+    "concurrent_tasks",
+    "driver_memory_need",
     "epoch_loss",
     "load_shards",
+    "memory_plan",
     "model_path",
     "param_bytes",
     "read_training_shard",

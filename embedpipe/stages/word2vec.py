@@ -7,21 +7,34 @@ contents break the tie), so partition ``p`` holds the same documents in the same
 on every run with the same ``S``. :func:`pack_batches` (inside ``mapInArrow``) turns a
 partition into a few rows of raw arrays and :func:`assemble_partition` into one
 :class:`PartitionData` (flat int32 ids, int64 document offsets, and the document
-bounds of its ``R = word2vec.rounds_per_epoch`` slices of about equal token counts),
-cached on the executors for the whole training.
+bounds of its ``R`` round slices of about equal token counts), cached on the executors
+for the whole training. ``R = word2vec.rounds_per_epoch``, by default 1 for ``S = 1``
+and otherwise ``S``, or one round per ~8M corpus words if more (:func:`resolve_rounds`).
 
 Transform, epoch ``e = 1..E``, round ``r = 0..R-1`` (DESIGN.md "Training, distributed"):
 the driver broadcasts ``(syn0, syn1neg)``; every partition copies them, trains its
 slice ``r`` with :func:`embedpipe.kernels.sgns.train_partition` (seed
 ``derive_seed(word2vec.seed, e, r, p)``; learning rate on the global schedule, see
-:func:`round_schedule`) and returns the rows it touched with their update counts
-(:func:`~embedpipe.kernels.sgns.row_update`). The results are persisted, then streamed
-to the driver in partition order (``toLocalIterator``: one partition's rows in driver
-memory at a time) and folded by :func:`~embedpipe.kernels.sgns.merge`, a count-weighted
-average per row. With ``word2vec.merge = "procrustes"`` every partition's update is first
-rotated onto partition 0's (orthogonal Procrustes on the most frequent rows both touched,
-:func:`align_updates`); both matrices of a partition get the same rotation, which leaves
-its model's scores unchanged. With ``S = 1`` the stage is exactly the single-process
+:func:`round_schedule`, times ``S``, see :func:`alpha_scale`) and returns the rows it
+touched with their update counts (:func:`~embedpipe.kernels.sgns.row_update`). The
+results come back with one ``collect`` when all S fit in :data:`COLLECT_BYTES`, else
+they are persisted and streamed in partition order (``toLocalIterator``: one
+partition's rows in driver memory at a time), and are folded by
+:func:`~embedpipe.kernels.sgns.merge`: the mean of the S partition models (a partition
+holds the broadcast value in the rows it did not touch).
+
+Why ``S · alpha`` and a plain mean (measured on en-open, skip-gram, S = 4): averaging
+partitions trained at ``alpha`` advances every row about 1/S as far per round as one
+pass over the data would (Spark MLlib's scheme; WS353 0.654 at S = 1 fell to 0.421);
+summing the partitions' deltas instead overshoots S-fold on frequent rows, which settle
+within a round, and diverged even with 16 rounds per epoch; ``S · alpha`` with the mean
+is right in both regimes to first order (rare rows: the mean of S deltas at ``S · alpha``
+is the sum at ``alpha``; frequent rows: the mean of S equilibria) and reached S = 1's
+quality within the issue's bar (bench/RESULTS.md). With ``word2vec.merge =
+"procrustes"`` every partition's update is first rotated onto partition 0's
+(orthogonal Procrustes on the most frequent rows both touched, :func:`align_updates`);
+both matrices of a partition get the same rotation, which leaves its model's scores
+unchanged. With ``S = 1`` the stage is exactly the single-process
 kernel run epoch after epoch (tested). The state after every epoch is checkpointed
 (:mod:`embedpipe.training`); all randomness being a function of ``(seed, epoch, round,
 partition)``, ``--resume`` reaches bit-identical vectors.
@@ -73,6 +86,18 @@ _PACKED_SCHEMA = pa.schema(
 )
 #: Procrustes fits the rotation on at most this many shared rows, most frequent first.
 PROCRUSTES_ROWS = 10_000
+#: ``rounds_per_epoch = 0`` with S > 1: S rounds per epoch, or one per this many corpus
+#: words if that is more. Measured with skip-gram, S = 4, 5 epochs: on en-open (12.9M
+#: words) 4 rounds/epoch as good as 8; on half of it 4 better than 2 and 1.
+AUTO_ROUND_WORDS = 8_000_000
+#: Cap on ``alpha × S`` inside a partition (``word2vec.scale_alpha``): stability.
+MAX_PARTITION_ALPHA = 0.2
+#: A round's results come back with one ``collect`` when they fit in this many bytes,
+#: else streamed partition by partition (see ``_train_round``).
+COLLECT_BYTES = 256 << 20
+#: The per-round loss is estimated on every LOSS_EVERY-th training example (exact loss
+#: costs ~15% of the kernel's time).
+LOSS_EVERY = 16
 #: Default learning rates of word2vec.c / gensim when ``word2vec.alpha = 0``.
 DEFAULT_ALPHA = {W2VMode.SKIPGRAM: 0.025, W2VMode.CBOW: 0.05}
 
@@ -232,6 +257,36 @@ def round_schedule(slice_words: np.ndarray, epoch: int) -> list[tuple[int, int]]
     return [(int(d), int(w)) for d, w in zip(done, per_round, strict=True)]
 
 
+def alpha_scale(w: Word2VecConfig, partitions: int) -> float:
+    """Factor on the learning rate inside a partition: ``S`` with ``word2vec.scale_alpha``.
+
+    A partition sees 1/S of a round's words; trained at ``S · alpha`` it moves a row as
+    far as the whole round would at ``alpha`` (to first order), so the mean of the S
+    partition models (:func:`~embedpipe.kernels.sgns.merge`) progresses like one
+    sequential pass. At ``alpha`` (``scale_alpha = false``, Spark MLlib's choice) the
+    mean advances rows ~1/S as far per round and quality falls with S (measured:
+    skip-gram S = 4 on en-open, WS353 0.654 -> 0.421). The partition rate is capped at
+    :data:`MAX_PARTITION_ALPHA`: CBOW at 8 x 0.05 diverged in our runs.
+    """
+    if not w.scale_alpha:
+        return 1.0
+    alpha = resolve_alpha(w)
+    return float(max(1.0, min(partitions, MAX_PARTITION_ALPHA / alpha)))
+
+
+def resolve_rounds(w: Word2VecConfig, partitions: int, corpus_words: int) -> int:
+    """``word2vec.rounds_per_epoch``, or when 0 the default: 1 for ``S = 1`` (nothing to
+    synchronise), else ``S`` rounds, or one per :data:`AUTO_ROUND_WORDS` corpus words if
+    that is more. The fewer words a round holds, the less stale the broadcast matrices a
+    partition trains against (it misses ``(S - 1) / S`` of the round's progress), at the
+    cost of one broadcast and merge per round."""
+    if w.rounds_per_epoch > 0:
+        return int(w.rounds_per_epoch)
+    if partitions == 1:
+        return 1
+    return max(partitions, math.ceil(corpus_words / AUTO_ROUND_WORDS))
+
+
 def alpha_at(alpha: float, min_alpha: float, done: float, total: float) -> float:
     """The linear schedule's learning rate after ``done`` of ``total`` raw words."""
     return max(min_alpha, alpha - (alpha - min_alpha) * done / total)
@@ -291,7 +346,9 @@ class RoundSettings:
     min_alpha: float
     seed: int
     epoch: int
+    partitions: int
     round: int
+    alpha_scale: float
     words_done_before: int
     round_words: int
     total_words: int
@@ -333,10 +390,10 @@ def train_task(
         st = sgns.train_partition(
             ids, offsets, syn0, syn1, keep, cdf,
             mode=s.mode, window=s.window, negative=s.negative,
-            alpha_start=s.alpha, alpha_end=s.min_alpha,
+            alpha_start=s.alpha * s.alpha_scale, alpha_end=s.min_alpha * s.alpha_scale,
             words_done_before=s.words_done_before, total_words=s.total_words,
             words_scale=s.round_words / local,
-            seed=sgns.derive_seed(s.seed, s.epoch, s.round, p), compute_loss=True,
+            seed=sgns.derive_seed(s.seed, s.epoch, s.round, p), loss_every=LOSS_EVERY,
         )  # fmt: skip
         update = sgns.row_update(syn0, syn1, st)
         yield p, update, TaskStats(
@@ -471,11 +528,15 @@ def _train_round(
     s: RoundSettings,
     merge: Merge,
 ) -> tuple[np.ndarray, np.ndarray, list[TaskStats], int, list[float], float]:
-    """One round: broadcast, train every partition, stream the rows back, merge.
+    """One round: broadcast, train every partition, bring the rows back, merge.
 
-    Returns the merged matrices, the tasks' stats, the bytes returned, the Procrustes
-    rotation deviations (empty for the average merge) and the wall time of the training
-    job (all partitions, queued ones included when S exceeds the cores).
+    When all S results fit in :data:`COLLECT_BYTES` (at most ``S · 2 · V · row_bytes``)
+    they come back with one ``collect``; otherwise they are persisted and streamed one
+    partition at a time (``toLocalIterator``, S more jobs), so that the driver never
+    holds more than one partition's rows. Returns the merged matrices, the tasks'
+    stats, the bytes returned, the Procrustes rotation deviations (empty for the
+    average merge) and the wall time of the training job (all partitions, queued ones
+    included when S exceeds the cores; with ``collect`` also the transfer).
     """
     from pyspark import StorageLevel
 
@@ -483,18 +544,24 @@ def _train_round(
     results = None
     try:
         task = functools.partial(train_task, params_bc=bc, tables_bc=tables_bc, s=s)
-        # Persist, then count: every partition trains concurrently; toLocalIterator then
-        # fetches one partition's rows at a time instead of holding all S in the driver.
-        results = data.mapPartitions(task).persist(StorageLevel.MEMORY_AND_DISK)
         t_train = time.perf_counter()
-        _spark_call(results.count)
+        if s.partitions * 2 * syn0.shape[0] * row_bytes(s.dim) <= COLLECT_BYTES:
+            fetched: Iterable[tuple[int, sgns.RowUpdate, TaskStats]] = sorted(
+                _spark_call(data.mapPartitions(task).collect), key=lambda x: x[0]
+            )
+        else:
+            # Persist, then count: every partition trains concurrently; toLocalIterator
+            # then fetches one partition's rows at a time.
+            results = data.mapPartitions(task).persist(StorageLevel.MEMORY_AND_DISK)
+            _spark_call(results.count)
+            fetched = results.toLocalIterator()
         train_wall = time.perf_counter() - t_train
         stats: list[TaskStats] = []
         returned = [0]
         deviations: list[float] = []
 
         def updates() -> Iterator[sgns.RowUpdate]:
-            for p, u, st in results.toLocalIterator():
+            for p, u, st in fetched:
                 if p != len(stats):
                     raise InputError(f"word2vec results arrived out of order (partition {p})")
                 stats.append(st)
@@ -504,7 +571,7 @@ def _train_round(
         stream = updates()
         if merge == Merge.PROCRUSTES:
             stream = align_updates(stream, info=deviations)
-        new0, new1 = sgns.merge(syn0, syn1, stream)
+        new0, new1 = sgns.merge(syn0, syn1, stream, s.partitions)
     finally:
         if results is not None:
             results.unpersist()
@@ -599,7 +666,6 @@ def run(
     vocab_rec = run_dir.require("vocab")
     enc_rec = run_dir.require("encode")
     S = int(w.partitions) or spark_mod.default_parallelism(spark)
-    R = int(w.rounds_per_epoch)
     inputs = {"partitions": S}
     fp = stage_fingerprint(run_dir, "word2vec", cfg.section_hash("word2vec"), inputs)
     if not force and run_dir.is_current("word2vec", fp):
@@ -611,6 +677,7 @@ def run(
     tokens = vocab.column("token").combine_chunks()
     N = int(enc_rec["counts"]["kept_tokens"])
     _validate(w, V, int(enc_rec["counts"]["rows"]), S)
+    R = resolve_rounds(w, S, N)
     dim, E = w.dim, w.epochs
     alpha = resolve_alpha(w)
     if w.min_alpha > alpha:
@@ -628,9 +695,11 @@ def run(
     )  # fmt: skip
     bcast = param_bytes(V, dim)
     logger.info(
-        "word2vec %s V=%s dim=%d S=%d R=%d merge=%s: %s words/epoch x %d epochs; per round: "
-        "broadcast %s (2·V·dim·4 B), results <= %s; task memory ~%s (limit %s)",
-        w.mode.value, f"{V:,}", dim, S, R, w.merge.value, human_count(N), E, human_bytes(bcast),
+        "word2vec %s V=%s dim=%d S=%d R=%d merge=%s alpha %g (x%g in a partition): %s "
+        "words/epoch x %d epochs; per round: broadcast %s (2·V·dim·4 B), results <= %s; task "
+        "memory ~%s (limit %s)",
+        w.mode.value, f"{V:,}", dim, S, R, w.merge.value, alpha, alpha_scale(w, S),
+        human_count(N), E, human_bytes(bcast),
         human_bytes(S * 2 * V * row_bytes(dim)), human_bytes(need),
         human_bytes(spark_mod.task_memory_bytes(spark)),
     )  # fmt: skip
@@ -693,6 +762,7 @@ def run(
         "dim": dim,
         "partitions": S,
         "rounds_per_epoch": R,
+        "alpha_scale": alpha_scale(w, S),
         "corpus_words": N,
         "total_words": total_words,
         "output": "syn0",
@@ -748,13 +818,16 @@ def _train_epoch(
     state: dict[str, Any],
 ) -> tuple[np.ndarray, np.ndarray]:
     """All rounds of one epoch; one log line per round and one per epoch."""
-    E, R = w.epochs, slice_words.shape[1]
+    S, R = slice_words.shape
+    E = w.epochs
     t_epoch = time.perf_counter()
     loss_sum, loss_terms, raw, trained, exchange = 0.0, 0, 0, 0, 0.0
     for r, (done, round_words) in enumerate(round_schedule(slice_words, epoch)):
         s = RoundSettings(
-            w.mode.value, w.window, w.negative, alpha, w.min_alpha, w.seed, epoch, r, done,
-            round_words, total_words, w.dim,
+            mode=w.mode.value, window=w.window, negative=w.negative, alpha=alpha,
+            min_alpha=w.min_alpha, seed=w.seed, epoch=epoch, partitions=S, round=r,
+            alpha_scale=alpha_scale(w, S), words_done_before=done, round_words=round_words,
+            total_words=total_words, dim=w.dim,
         )  # fmt: skip
         t0 = time.perf_counter()
         try:

@@ -14,6 +14,12 @@ import io
 import itertools
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -129,9 +135,10 @@ def reference_vectors(i, j, x, V, g, shards: int) -> tuple[np.ndarray, list[floa
             m = i % shards == k
             results.append(kernel.train_shard(
                 i[m], j[m], x[m], params, seed=(g.seed, e, k), passes=g.local_epochs,
-                x_max=g.x_max, alpha=g.alpha, eta=g.eta))  # fmt: skip
+                x_max=g.x_max, alpha=g.alpha, eta=g.eta,
+                context_scale=kernel.context_scale(g.merge.value, shards)))  # fmt: skip
         losses.append(glove.epoch_loss(results))
-        params = kernel.merge_results(params, results)
+        params = kernel.merge_results(params, results, g.merge.value)
     return kernel.output_vectors(params), losses
 
 
@@ -191,6 +198,51 @@ def test_cost_model_matches_the_arrays(planted_data):
     assert glove.result_bytes(res) == rows * glove.row_bytes(5)
 
 
+class FakeSession:
+    """Just what the memory check reads of a SparkSession: master and conf."""
+
+    def __init__(self, master: str, conf: dict[str, str], parallelism: int = 2) -> None:
+        self.sparkContext = self
+        self.master = master
+        self.defaultParallelism = parallelism
+        self._conf = conf
+
+    def getConf(self):  # noqa: N802 - SparkContext's method name
+        return self
+
+    def get(self, key, default=None):
+        return self._conf.get(key, default)
+
+
+def test_memory_plan_and_refusals():
+    V, dim = 64_000, 100
+    sizes = [7_800_000] * 4
+    plan = glove.memory_plan(V, dim, sizes, concurrent=8)
+    assert plan.concurrent == 4  # never more tasks at once than shards
+    assert plan.task == glove.task_memory_need(V, dim, max(sizes))
+    assert plan.executor == 4 * plan.task
+    # The broadcast parameters (W, C, biases, AdaGrad sums) dominate the task's need.
+    assert plan.task > 2 * glove.param_bytes(V, dim) == 2 * 4 * V * (dim + 1) * 4
+    assert glove.concurrent_tasks(FakeSession("yarn", {"spark.executor.cores": "4"})) == 4
+    assert glove.concurrent_tasks(FakeSession("yarn", {})) == 1
+    assert glove.concurrent_tasks(FakeSession("local[2]", {}, parallelism=2)) == 2
+    gib = plan.executor / 2**30
+    enough = {"spark.executor.memory": f"{math.ceil(gib / 0.8) + 1}g", "spark.driver.memory": "4g"}
+    glove.check_memory(FakeSession("yarn", enough), plan, "GloVe")  # fits: no error
+    small = {**enough, "spark.executor.memory": f"{math.floor(gib)}g"}
+    with pytest.raises(ResourceError, match=r"per executor .*spark\.executor\.memory.*glove\.dim"):
+        glove.check_memory(FakeSession("yarn", small), plan, "GloVe")
+    with pytest.raises(ResourceError, match=r"on the driver .*spark\.driver\.memory"):
+        glove.check_memory(
+            FakeSession("yarn", {**enough, "spark.driver.memory": "100m"}), plan, "GloVe"
+        )
+    # Local mode: one process runs the driver and the tasks, so both needs add up.
+    total = plan.executor + plan.driver
+    local = FakeSession("local[4]", {"spark.driver.memory": f"{math.floor(total / 2**30)}g"})
+    with pytest.raises(ResourceError, match=r"spark\.driver\.memory is .* in local mode"):
+        glove.check_memory(local, plan, "GloVe")
+
+
 def test_checkpoint_round_trip_and_fingerprint(tmp_path):
     root = str(tmp_path / "ck")
     a = {"W": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(2, np.float32)}
@@ -210,11 +262,11 @@ def test_checkpoint_round_trip_and_fingerprint(tmp_path):
 # ------------------------------------------------------------- through Spark
 
 
-@pytest.mark.parametrize("shards", [1, 3])
-def test_spark_equals_plain_kernel(spark, tmp_path, planted_data, tokens, shards):
+@pytest.mark.parametrize(("shards", "merge"), [(1, "scaled"), (3, "scaled"), (3, "average")])
+def test_spark_equals_plain_kernel(spark, tmp_path, planted_data, tokens, shards, merge):
     V, _, i, j, x = planted_data
     run = write_run(tmp_path / "run", tokens, i, j, x, shards)
-    cfg = cfg_for()
+    cfg = cfg_for(f"glove.merge={merge}")
     res = glove.run(spark, cfg, run)
     assert not res.skipped
     vec, model = read_model(run)
@@ -223,6 +275,7 @@ def test_spark_equals_plain_kernel(spark, tmp_path, planted_data, tokens, shards
     assert vec.index_to_key == tokens
     assert model["losses"] == losses and len(model["losses"]) == cfg.glove.epochs
     assert model["shards"] == shards and model["entries"] == i.size
+    assert model["settings"]["merge"] == merge
     assert not fsutil.exists(run.path(glove.CHECKPOINTS))  # removed after the commit
 
 
@@ -242,15 +295,16 @@ def test_determinism_and_skip(spark, tmp_path, planted_data, tokens):
     _, _, i, j, x = planted_data
     # run 1: the same S = 2 trained from a cooc written with 3 shards (every task reads all).
     runs = [write_run(tmp_path / f"r{n}", tokens, i, j, x, 3 if n == 1 else 2) for n in range(3)]
-    glove.run(spark, cfg_for(), runs[0])
-    glove.run(spark, cfg_for(), runs[1], shards=2)
-    glove.run(spark, cfg_for("glove.seed=4"), runs[2])
+    short = "glove.epochs=2"  # determinism needs no long run; keeps the suite fast
+    glove.run(spark, cfg_for(short), runs[0])
+    glove.run(spark, cfg_for(short), runs[1], shards=2)
+    glove.run(spark, cfg_for(short, "glove.seed=4"), runs[2])
     raw = [fsutil.read_bytes(r.path("glove", "vectors.parquet")) for r in runs]
     assert raw[0] == raw[1]
     assert raw[0] != raw[2]
-    again = glove.run(spark, cfg_for(), runs[0])
+    again = glove.run(spark, cfg_for(short), runs[0])
     assert again.skipped
-    assert not glove.run(spark, cfg_for("glove.epochs=5"), runs[0]).skipped
+    assert not glove.run(spark, cfg_for("glove.epochs=3"), runs[0]).skipped
 
 
 def test_resume_after_interrupt_is_bit_identical(spark, tmp_path, planted_data, tokens):
@@ -276,6 +330,77 @@ def test_resume_after_interrupt_is_bit_identical(spark, tmp_path, planted_data, 
         full.path("glove", "vectors.parquet")
     )
     assert read_model(part)[1]["losses"] == read_model(full)[1]["losses"]
+
+
+_KILLED_DRIVER = """
+import os, signal, sys
+from embedpipe.config import SparkConfig, load_config
+from embedpipe.runs import RunDir
+from embedpipe.spark import build_session
+from embedpipe.stages import glove
+
+run_uri, pid_file, marker, *overrides = sys.argv[1:]
+# The marker lands on the JVM's command line: the test finds that JVM by it, and only it.
+conf = {"spark.ui.enabled": "false", "spark.embedpipe.test.marker": marker}
+spark = build_session(SparkConfig(master="local[2]", conf=conf))
+with open(pid_file, "w") as f:
+    f.write(str(spark.sparkContext._gateway.proc.pid))
+
+
+def die(epoch):
+    if epoch == 3:  # no exception, no cleanup: the process is gone, like kill -9
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+glove.run(spark, load_config(None, overrides), RunDir(run_uri), on_epoch=die)
+"""
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_is_bit_identical(spark, tmp_path, planted_data, tokens):
+    """Acceptance 3 with a real kill: a driver process SIGKILLed after epoch 3's
+    checkpoint, resumed here, equals an uninterrupted run."""
+    _, _, i, j, x = planted_data
+    full = write_run(tmp_path / "full", tokens, i, j, x, 2)
+    glove.run(spark, cfg_for(), full)
+    part = write_run(tmp_path / "part", tokens, i, j, x, 2)
+    pid_file = tmp_path / "jvm.pid"
+    overrides = ["glove.dim=8", "glove.epochs=6", "glove.x_max=10", "glove.seed=3"]
+    assert load_config(None, overrides) == cfg_for()
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    marker = f"glove-kill-{os.getpid()}-{time.time_ns()}"
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_DRIVER, part.uri, str(pid_file), marker, *overrides],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    try:
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+        assert part.record("glove") is None
+        assert training.latest_info(part.path(glove.CHECKPOINTS))["epoch"] == 3
+        res = glove.run(spark, cfg_for(), part, resume=True)
+        assert "resumed after epoch 3" in res.summary
+        assert fsutil.read_bytes(part.path("glove", "vectors.parquet")) == fsutil.read_bytes(
+            full.path("glove", "vectors.parquet")
+        )
+    finally:
+        # The JVM exits by itself when its driver's pipe closes. Check that, and end it if
+        # not, by its pid and only while that pid is still our JVM (pids get reused).
+        if pid_file.exists():
+            cmdline = Path("/proc", pid_file.read_text().strip(), "cmdline")
+            deadline = time.monotonic() + 60
+            while _still_ours(cmdline, marker) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            if _still_ours(cmdline, marker):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+                pytest.fail("the killed driver's JVM did not exit when its driver died")
+
+
+def _still_ours(cmdline: Path, marker: str) -> bool:
+    try:
+        return marker in cmdline.read_bytes().decode(errors="replace")
+    except OSError:  # gone
+        return False
 
 
 def test_without_resume_a_checkpoint_is_ignored(spark, tmp_path, planted_data, tokens):
@@ -305,8 +430,8 @@ def test_divergence_stops_and_writes_nothing(spark, tmp_path, planted_data, toke
     # matrix, so lift the clipping and use an absurd eta in the tasks' settings.
     of = glove.TrainSettings.of
 
-    def absurd(g, epoch):
-        return dataclasses.replace(of(g, epoch), eta=1e30, grad_clip=math.inf)
+    def absurd(g, epoch, shards):
+        return dataclasses.replace(of(g, epoch, shards), eta=1e30, grad_clip=math.inf)
 
     monkeypatch.setattr(glove.TrainSettings, "of", staticmethod(absurd))
     with pytest.raises(TrainingDivergedError, match=r"epoch 1/6 .*lower glove\.eta"):
@@ -319,7 +444,7 @@ def test_memory_refusal(spark, tmp_path, planted_data, tokens, monkeypatch):
     _, _, i, j, x = planted_data
     run = write_run(tmp_path / "run", tokens, i, j, x, 2)
     monkeypatch.setattr(spark_mod, "task_memory_bytes", lambda _spark: 4096)
-    with pytest.raises(ResourceError, match=r"spark\.executor\.memory.*glove\.dim"):
+    with pytest.raises(ResourceError, match=r"GloVe \(V=32 .*spark\.driver\.memory.*glove\.dim"):
         glove.run(spark, cfg_for(), run)
     assert run.record("glove") is None
 

@@ -124,7 +124,7 @@ def kernel_reference(run: RunDir, cfg) -> tuple[np.ndarray, list[float]]:
                 ids, off, syn0, syn1, keep, cdf, mode=w.mode.value, window=w.window,
                 negative=w.negative, alpha_start=alpha, alpha_end=w.min_alpha,
                 words_done_before=done, total_words=n * w.epochs,
-                seed=sgns.derive_seed(w.seed, e, r, 0),
+                seed=sgns.derive_seed(w.seed, e, r, 0), loss_every=word2vec.LOSS_EVERY,
             )  # fmt: skip
             done += st.raw_words
             loss_sum += st.loss_sum
@@ -152,6 +152,28 @@ def test_round_schedule_puts_partitions_on_one_global_clock():
     words = np.array([[10, 30], [20, 40]])  # S = 2 partitions x R = 2 rounds
     sched = word2vec.round_schedule(words, epoch=2)
     assert sched == [(100, 30), (130, 70)]
+
+
+def test_partition_learning_rate_and_rounds_defaults():
+    cfg = load_config(None, [])
+    w = cfg.word2vec
+    assert word2vec.alpha_scale(w, 1) == 1.0
+    assert word2vec.alpha_scale(w, 4) == 4.0  # skip-gram 0.025 x 4
+    cbow = load_config(None, ["word2vec.mode=cbow"]).word2vec
+    cap = word2vec.MAX_PARTITION_ALPHA / word2vec.resolve_alpha(cbow)
+    assert word2vec.alpha_scale(cbow, 2) == 2.0
+    assert word2vec.alpha_scale(cbow, 8) == cap < 8  # 0.05 x 8 is capped
+    plain = load_config(None, ["word2vec.scale_alpha=false"]).word2vec
+    assert word2vec.alpha_scale(plain, 4) == 1.0
+    # Rounds: 1 for one partition, else S, or one per AUTO_ROUND_WORDS if more; an explicit
+    # word2vec.rounds_per_epoch wins.
+    n = 3 * word2vec.AUTO_ROUND_WORDS + 1
+    assert word2vec.resolve_rounds(w, 1, n) == 1
+    assert word2vec.resolve_rounds(w, 2, n) == 4
+    assert word2vec.resolve_rounds(w, 8, n) == 8
+    assert word2vec.resolve_rounds(w, 4, 1000) == 4
+    fixed = load_config(None, ["word2vec.rounds_per_epoch=3"]).word2vec
+    assert word2vec.resolve_rounds(fixed, 1, n) == 3
 
 
 def test_pack_and_assemble_round_trip():
@@ -253,6 +275,7 @@ def test_merged_partitions_find_the_planted_groups(spark, planted_run, tmp_path,
     src, base, group = planted_run
     run = fresh(src, tmp_path / "run")
     cfg = cfg_of(base, "word2vec.partitions=3", f"word2vec.merge={merge}", "word2vec.epochs=3",
+                 "word2vec.rounds_per_epoch=2",
                  "word2vec.sample=0", "word2vec.dim=16", "word2vec.window=3")  # fmt: skip
     word2vec.run(spark, cfg, run)
     assert _group_accuracy(run, group) >= 0.9
@@ -269,7 +292,7 @@ class KilledError(RuntimeError):
 
 def test_resume_reaches_the_uninterrupted_vectors(spark, sample_run, tmp_path):
     src, base = sample_run
-    cfg = cfg_of(base, "word2vec.partitions=2", "word2vec.epochs=4")
+    cfg = cfg_of(base, "word2vec.partitions=2", "word2vec.epochs=4", "word2vec.rounds_per_epoch=1")
     whole = fresh(src, tmp_path / "whole")
     word2vec.run(spark, cfg, whole)
     run = fresh(src, tmp_path / "killed")

@@ -12,7 +12,7 @@ def test_defaults_are_the_documented_ones():
     cfg = Config()
     assert cfg.vocab.min_count == 5 and cfg.vocab.tokenizer is Tokenizer.REGEX
     assert cfg.cooccur.window == 10 and cfg.glove.x_max == 100.0 and cfg.glove.eta == 0.05
-    assert cfg.svd.oversample == 10 and cfg.word2vec.negative == 5
+    assert cfg.svd.oversample == 40 and cfg.svd.power_iters == 7 and cfg.word2vec.negative == 5
     assert cfg.encode.max_doc_tokens == 10000
 
 

@@ -401,10 +401,24 @@ def test_record_batches_without_doc_column(small_docs):
 # ---------------------------------------------------------------- helpers
 
 
-@pytest.mark.parametrize("bits", [1, 11, 12, 23, 36, 62])
-def test_radix_sort_equals_np_sort(bits):
+@pytest.mark.parametrize(
+    ("bits", "n"),
+    [
+        (1, 5000),
+        (11, 5000),
+        (12, 5000),
+        (23, 5000),
+        (36, 5000),
+        (62, 5000),
+        (40, 1 << 17),
+        (30, 1 << 17),
+    ],
+)
+def test_radix_sort_equals_np_sort(bits, n):
+    # n = 2**17 takes the MSD-then-LSD path; skewed keys fill some buckets far more.
     rng = np.random.default_rng(bits)
-    keys = rng.integers(0, 1 << bits, size=5000, dtype=np.int64)
+    keys = rng.integers(0, 1 << bits, size=n, dtype=np.int64)
+    keys[: n // 3] >>= bits // 2
     keys[:100] = keys[0]  # duplicates
     got = K._radix_sort(keys.copy(), np.empty_like(keys), bits)
     np.testing.assert_array_equal(got, np.sort(keys))
@@ -437,6 +451,90 @@ def test_merge_sorted_blocks_equals_dict_sum():
     keys, values = K.merge_sorted_blocks(blocks)
     assert keys.tolist() == sorted(want)
     np.testing.assert_allclose(values, [want[k] for k in sorted(want)], rtol=1e-12)
+
+
+def packed_runs(blocks, V, S, max_piece, raw):
+    """Pack each block by shard and gather, per shard, its runs as merge_runs takes them."""
+    per_shard = {k: [] for k in range(S)}
+    for keys, values in blocks:
+        pb = K.pack_by_shard(keys, values, V, S, max_piece, raw_values=raw)
+        assert pb.raw_values == raw and np.all(np.diff(pb.shard) >= 0)
+        assert np.all(pb.count <= max_piece) and pb.count.sum() == keys.size
+        for k in np.unique(pb.shard):
+            ps = np.flatnonzero(pb.shard == k)
+            assert len(set(pb.first[ps].tolist())) == 1  # pieces of a run share its first key
+            kb = np.concatenate(
+                [pb.key_bytes[pb.key_offsets[p] : pb.key_offsets[p + 1]] for p in ps]
+            )
+            vb = np.concatenate(
+                [pb.value_bytes[pb.value_offsets[p] : pb.value_offsets[p + 1]] for p in ps]
+            )
+            per_shard[int(k)].append((int(pb.first[ps[0]]), int(pb.count[ps].sum()), kb, vb))
+    return per_shard
+
+
+def merged(runs, V, raw, **kw):
+    """merge_runs over (first, count, key bytes, value bytes) runs, chunks copied out."""
+    kb = np.concatenate([r[2] for r in runs]) if runs else np.empty(0, np.uint8)
+    vb = np.concatenate([r[3] for r in runs]) if runs else np.empty(0, np.uint8)
+    ks = np.cumsum([0] + [r[2].size for r in runs])[:-1]
+    vs = np.cumsum([0] + [r[3].size for r in runs])[:-1]
+    chunks = [
+        (e.i.copy(), e.j.copy(), e.x.copy(), e.sum_x)
+        for e in K.merge_runs(
+            [r[0] for r in runs], [r[1] for r in runs], kb, ks, vb, vs, raw, V, **kw
+        )
+    ]
+    return chunks
+
+
+@pytest.mark.parametrize("S", [1, 3, 16])
+@pytest.mark.parametrize("raw", [False, True])
+def test_pack_merge_equals_merge_sorted_blocks(S, raw):
+    # Several overlapping sorted blocks (a map task's flushes, several tasks), packed by
+    # shard into pieces of 7 entries, merged per shard: the sums of merge_sorted_blocks,
+    # divided by the denominator, in float32, in (i, j) order, in chunks of exactly 50.
+    rng = np.random.default_rng(S)
+    V = 300
+    blocks = []
+    for n in (0, 1, 400, 2000, 3000):
+        keys = np.unique(rng.integers(0, V * V, n))
+        keys[-1:] = V * V - 1  # a big gap at the end of the last shard
+        vals = (rng.random(keys.size) * 5 if raw else rng.integers(1, 2**40, keys.size)) * 1.0
+        blocks.append((keys, vals))
+    per_shard = packed_runs(blocks, V, S, 7, raw)
+    for k in range(S):
+        sel = [(b[0][(b[0] // V) % S == k], b[1][(b[0] // V) % S == k]) for b in blocks]
+        want_k, want_v = K.merge_sorted_blocks(sel)
+        want_x = (want_v / 2520.0).astype(np.float32)
+        chunks = merged(per_shard[k], V, raw, denominator=2520.0, chunk=50, copy=False)
+        assert all(c[0].size == 50 for c in chunks[:-1])
+        i, j = K.keys_to_ij(want_k, V)
+        got = [np.concatenate([c[t] for c in chunks]) for t in range(3)]
+        np.testing.assert_array_equal(got[0], i)
+        np.testing.assert_array_equal(got[1], j)
+        np.testing.assert_array_equal(got[2], want_x)
+        assert sum(c[3] for c in chunks) == pytest.approx(float(want_x.sum(dtype=np.float64)))
+        # min_x drops the small sums (compared before the float32 cast).
+        small = merged(per_shard[k], V, raw, denominator=2520.0, min_x=1e6)
+        kept = np.concatenate([c[2] for c in small]) if small else np.empty(0, np.float32)
+        np.testing.assert_array_equal(kept, want_x[want_v / 2520.0 >= 1e6])
+
+
+def test_unpack_run_round_trip_and_damage():
+    keys = np.array([3, 4, 700, 10**12], np.int64)  # gaps of 1 to 10 varint bytes
+    values = np.array([1.0, 2520.0, 2.0**52, 7.0])
+    pb = K.pack_by_shard(keys, values, 10**7, 1, max_piece=2)
+    assert pb.count.tolist() == [2, 2] and pb.key_bytes.size < 8 * keys.size
+    got = K.unpack_run(int(pb.first[0]), 4, pb.key_bytes, pb.value_bytes, False)
+    np.testing.assert_array_equal(got[0], keys)
+    np.testing.assert_array_equal(got[1], values)
+    with pytest.raises(InputError, match="damaged"):
+        K.unpack_run(int(pb.first[0]), 3, pb.key_bytes, pb.value_bytes, False)
+    with pytest.raises(InputError, match="ascending"):
+        K.pack_by_shard(keys[::-1].copy(), values, 10**7, 1)
+    with pytest.raises(InputError, match="integer"):
+        K.pack_by_shard(keys, values + 0.5, 10**7, 1, raw_values=False)
 
 
 def test_keys_ij_and_shards_round_trip():

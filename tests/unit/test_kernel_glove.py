@@ -24,8 +24,13 @@ RTOL, ATOL = 1e-6, 1e-8
 # ---------------------------------------------------------------- slow reference
 
 
-def reference_pass(i, j, x, p, order, *, x_max, alpha, eta, bias_eta=None, grad_clip=100.0):
-    """One glove.c-style AdaGrad pass, written as plainly as possible (updates ``p``)."""
+def reference_pass(
+    i, j, x, p, order, *, x_max, alpha, eta, bias_eta=None, grad_clip=100.0, context_scale=1.0
+):
+    """One glove.c-style AdaGrad pass, written as plainly as possible (updates ``p``).
+
+    ``context_scale`` multiplies the steps applied to C and bc, not their AdaGrad squares.
+    """
     bias_eta = eta if bias_eta is None else bias_eta
     total = 0.0
     for e in order:
@@ -40,11 +45,11 @@ def reference_pass(i, j, x, p, order, *, x_max, alpha, eta, bias_eta=None, grad_
         step_c = np.clip(g * w, -grad_clip, grad_clip) * eta
         step_b = min(max(g, -grad_clip), grad_clip) * bias_eta
         p.W[a] = w - step_w / np.sqrt(p.gW[a].astype(np.float64))
-        p.C[b] = c - step_c / np.sqrt(p.gC[b].astype(np.float64))
+        p.C[b] = c - context_scale * step_c / np.sqrt(p.gC[b].astype(np.float64))
         p.gW[a] = p.gW[a].astype(np.float64) + step_w**2
         p.gC[b] = p.gC[b].astype(np.float64) + step_c**2
         p.bw[a] = float(p.bw[a]) - step_b / math.sqrt(float(p.gbw[a]))
-        p.bc[b] = float(p.bc[b]) - step_b / math.sqrt(float(p.gbc[b]))
+        p.bc[b] = float(p.bc[b]) - context_scale * step_b / math.sqrt(float(p.gbc[b]))
         p.gbw[a] = float(p.gbw[a]) + step_b**2
         p.gbc[b] = float(p.gbc[b]) + step_b**2
     return total
@@ -88,6 +93,7 @@ def single_process(i, j, x, params, *, seed, passes, **hyper):
         {"x_max": 100.0, "alpha": 0.75, "eta": 0.05},  # glove.c defaults
         {"x_max": 10.0, "alpha": 0.5, "eta": 0.3, "grad_clip": 0.02},  # clipping fires
         {"x_max": 100.0, "alpha": 0.75, "eta": 0.05, "bias_eta": 1.0},  # current glove.c bias
+        {"x_max": 100.0, "alpha": 0.75, "eta": 0.05, "context_scale": 4.0},  # merge "scaled"
     ],
 )
 def test_kernel_matches_reference(hyper):
@@ -169,22 +175,27 @@ def test_init_params_and_order():
 # ------------------------------------------------------------------ shard / merge
 
 
-def test_one_shard_train_and_merge_equals_plain_kernel():
+@pytest.mark.parametrize("merge", glove.MERGE_MODES)
+def test_one_shard_train_and_merge_equals_plain_kernel(merge):
     V, dim = 15, 6
     i, j, x = random_cooc(V, 120, seed=4)
     start = glove.init_params(V, dim, seed=11)
-    res = glove.train_shard(i, j, x, start, seed=(9, 0, 0), passes=3)
-    merged = glove.merge_results(start, [res])
+    scale = glove.context_scale(merge, 1)
+    res = glove.train_shard(i, j, x, start, seed=(9, 0, 0), passes=3, context_scale=scale)
+    merged = glove.merge_results(start, [res], merge)
     plain, losses = single_process(i, j, x, start, seed=(9, 0, 0), passes=3)
     assert_params_equal(merged, plain, exact=True)
     np.testing.assert_array_equal(res.losses, losses)
     assert res.entries == i.size and not res.diverged
 
 
-def test_disjoint_shards_equal_sequential_training():
+@pytest.mark.parametrize("merge", ["average", "sum"])
+def test_disjoint_shards_equal_sequential_training(merge):
     # Entries only where i ≡ j (mod 2): shard k (rows i ≡ k) also owns all its
-    # columns, so the shards share no parameter, averaging is a no-op, and the
-    # merged result equals training the shards one after the other in one process.
+    # columns, so the shards share no parameter, merging is a copy, and the merged
+    # result equals training the shards one after the other in one process. ("scaled"
+    # trains context rows with S-times steps and keeps 1/S of them: equal only to first
+    # order, see test_scaled_merge_equals_sequential_for_small_steps.)
     V, dim, S = 16, 4, 2
     i, j, x = random_cooc(V, 200, seed=6)
     keep = (i % S) == (j % S)
@@ -195,7 +206,7 @@ def test_disjoint_shards_equal_sequential_training():
         m = (i % S) == k
         results.append(glove.train_shard(i[m], j[m], x[m], start, seed=(1, 0, k), passes=2))
         seq, _ = single_process(i[m], j[m], x[m], seq, seed=(1, 0, k), passes=2)
-    assert_params_equal(glove.merge_results(start, results), seq, exact=True)
+    assert_params_equal(glove.merge_results(start, results, merge), seq, exact=True)
 
 
 def test_train_shard_leaves_params_alone_and_reports_counts():
@@ -228,7 +239,7 @@ def _block(rows, counts, value, dim):
     )
 
 
-def test_merge_is_count_weighted_average():
+def test_average_merge_is_count_weighted():
     V, dim = 6, 2
     start = glove.init_params(V, dim, seed=0)
     # Shard 0 owns word rows {0, 2}, shard 1 owns {1}; both touch context row 3.
@@ -242,7 +253,7 @@ def test_merge_is_count_weighted_average():
     r1 = glove.ShardResult(
         _block([1], [2], 5.0, dim), _block([3], [3], 5.0, dim), np.array([1.0]), 3, False
     )
-    m = glove.merge_results(start, [r0, r1])
+    m = glove.merge_results(start, [r0, r1], "average")
     # Word rows: one owner each, copied.
     np.testing.assert_array_equal(m.W[[0, 2]], 1.0)
     np.testing.assert_array_equal(m.W[1], 5.0)
@@ -257,7 +268,72 @@ def test_merge_is_count_weighted_average():
     np.testing.assert_array_equal(m.C[[0, 1, 2, 5]], start.C[[0, 1, 2, 5]])
     assert not np.array_equal(start.C[3], m.C[3])
     # Order of results does not matter (beyond float32 rounding).
-    assert_params_equal(glove.merge_results(start, [r1, r0]), m, exact=False)
+    assert_params_equal(glove.merge_results(start, [r1, r0], "average"), m, exact=False)
+
+
+@pytest.mark.parametrize("merge", ["scaled", "sum"])
+def test_scaled_and_sum_merges_combine_changes(merge):
+    V, dim, S = 6, 2, 2
+    start = glove.init_params(V, dim, seed=0)
+    # Same shape as above: both shards touch context row 3, only shard 0 row 4.
+    r0 = glove.ShardResult(
+        _block([0, 2], [5, 1], 1.0, dim), _block([3, 4], [1, 2], 1.0, dim),
+        np.array([1.0]), 3, False,
+    )  # fmt: skip
+    r1 = glove.ShardResult(
+        _block([1], [2], 5.0, dim), _block([3], [3], 5.0, dim), np.array([1.0]), 3, False
+    )
+    m = glove.merge_results(start, [r0, r1], merge)
+    np.testing.assert_array_equal(m.W[[0, 2]], 1.0)  # word rows: copied in every mode
+    np.testing.assert_array_equal(m.gbw[1], 50.0)
+    old = start.copy()
+    d3 = (1.0 - old.C[3].astype(np.float64)) + (5.0 - old.C[3])  # the two changes of C[3]
+    d4 = 1.0 - old.C[4].astype(np.float64)
+    g3 = (10.0 - old.gC[3].astype(np.float64)) + (50.0 - old.gC[3])
+    share = 1 / S if merge == "scaled" else 1.0  # "scaled": the mean over all S shards
+    np.testing.assert_allclose(m.C[3], old.C[3] + share * d3, rtol=1e-6)
+    np.testing.assert_allclose(m.C[4], old.C[4] + share * d4, rtol=1e-6)
+    np.testing.assert_allclose(m.bc[3], old.bc[3] + share * ((1.0 - old.bc[3]) + (5.0 - old.bc[3])))
+    # AdaGrad sums: the increments add up in both modes (as in one sequential pass).
+    np.testing.assert_allclose(m.gC[3], old.gC[3] + g3, rtol=1e-6)
+    np.testing.assert_allclose(m.gbc[4], old.gbc[4] + (10.0 - old.gbc[4]), rtol=1e-6)
+    np.testing.assert_array_equal(m.C[[0, 1, 2, 5]], start.C[[0, 1, 2, 5]])
+    with pytest.raises(InputError, match="more shard results"):
+        merger = glove.ParamMerger(start, merge, shards=1)
+        merger.add(r0)
+        merger.add(r1)
+
+
+def _context_change_error(merge: str, S: int) -> float:
+    """Relative error of the merged context change vs one sequential pass, small steps."""
+    V, dim = 24, 6
+    i, j, x = random_cooc(V, 400, seed=12, x_hi=50.0)
+    start = glove.init_params(V, dim, seed=5)
+    start.W[:] *= 50  # |W| ~ 0.1 (a trained size) so that C gets non-trivial gradients
+    hyper = {"eta": 1e-4}
+    seq, _ = single_process(i, j, x, start, seed=(1, 0, 0), passes=1, **hyper)
+    results = [
+        glove.train_shard(
+            i[i % S == k], j[i % S == k], x[i % S == k], start, seed=(1, 0, k),
+            context_scale=glove.context_scale(merge, S), **hyper,
+        )
+        for k in range(S)
+    ]  # fmt: skip
+    merged = glove.merge_results(start, results, merge)
+    want = seq.C.astype(np.float64) - start.C
+    got = merged.C.astype(np.float64) - start.C
+    return float(np.linalg.norm(got - want) / np.linalg.norm(want))
+
+
+def test_scaled_merge_equals_sequential_for_small_steps():
+    # While steps are small, a pass's change of C[j] is (to first order) the sum of
+    # its entries' gradients, whatever their order: S shards with S-times context steps,
+    # averaged, give the sequential change; count-weighted averaging gives ~1/S of it.
+    S = 4
+    scaled, average = _context_change_error("scaled", S), _context_change_error("average", S)
+    assert scaled < 0.02, scaled
+    assert average > 0.5, average  # about 1 - 1/S
+    assert _context_change_error("scaled", 1) == 0.0  # S = 1 is the sequential pass itself
 
 
 # --------------------------------------------------------------- learning, seeds
@@ -274,7 +350,9 @@ def planted_groups(groups: int = 3, size: int = 10, seed: int = 0):
     return ii[off].astype(np.int32), jj[off].astype(np.int32), x[off].astype(np.float32), V
 
 
-def distributed_train(i, j, x, V, *, dim, epochs, shards, seed, local_epochs=1, **hyper):
+def distributed_train(
+    i, j, x, V, *, dim, epochs, shards, seed, local_epochs=1, merge="scaled", **hyper
+):
     """The glove stage's loop without Spark: shard by i mod S, train, merge."""
     params = glove.init_params(V, dim, seed=(seed, 0))
     running, full = [], []
@@ -284,10 +362,11 @@ def distributed_train(i, j, x, V, *, dim, epochs, shards, seed, local_epochs=1, 
             m = (i % shards) == k
             results.append(
                 glove.train_shard(
-                    i[m], j[m], x[m], params, seed=(seed, epoch, k), passes=local_epochs, **hyper
+                    i[m], j[m], x[m], params, seed=(seed, epoch, k), passes=local_epochs,
+                    context_scale=glove.context_scale(merge, shards), **hyper,
                 )
-            )
-        params = glove.merge_results(params, results)
+            )  # fmt: skip
+        params = glove.merge_results(params, results, merge)
         running.append(sum(r.losses[-1] for r in results) / i.size)
         full.append(
             glove.loss(i, j, x, params, **{k: hyper[k] for k in ("x_max", "alpha") if k in hyper})
@@ -301,7 +380,11 @@ def test_planted_groups_are_learned():
     params, running, full = distributed_train(i, j, x, V, dim=10, epochs=40, shards=3, seed=1)
     assert all(b < a for a, b in itertools.pairwise(running[:5])), running[:5]
     assert all(b < a for a, b in itertools.pairwise(full[:5])), full[:5]
-    assert full[-1] < 0.2 * full[0]  # averaging C over 3 shards slows it vs S = 1
+    # The scaled merge keeps S = 3 on the loss curve of S = 1; averaging C lags far behind.
+    _, _, one = distributed_train(i, j, x, V, dim=10, epochs=40, shards=1, seed=1)
+    _, _, avg = distributed_train(i, j, x, V, dim=10, epochs=40, shards=3, seed=1, merge="average")
+    assert full[-1] < 1.1 * one[-1], (full[-1], one[-1])
+    assert avg[-1] > 3 * one[-1], (avg[-1], one[-1])
     v = glove.output_vectors(params).astype(np.float64)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     sim = v @ v.T

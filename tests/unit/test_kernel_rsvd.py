@@ -6,6 +6,7 @@ import gzip
 import itertools
 import pickle
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ def max_rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("method", rsvd.METHODS)
-@pytest.mark.parametrize("n_shards", [1, 3, 7])
+@pytest.mark.parametrize("n_shards", [1, 4])
 @pytest.mark.parametrize("dynamic_shift", [True, False])
 def test_matches_numpy_svd_on_a_decaying_spectrum(method, n_shards, dynamic_shift):
     a = decaying_matrix(60, 60, seed=0)
@@ -75,7 +76,20 @@ def test_full_width_sketch_is_the_exact_svd(method, shape):
         n_rows=shape[0],
     )
     s_ref = np.linalg.svd(a, compute_uv=False)
-    assert max_rel(s, s_ref) < 1e-12
+    # The Gaussian sketch of a Gaussian matrix has κ(Y) ~ 1e3: the Gram route is exact to
+    # u κ² (or takes a second pass), Householder to u κ.
+    assert max_rel(s, s_ref) < 1e-11
+    np.testing.assert_allclose((u * s) @ vt, a, atol=1e-11)
+
+
+def test_rank_below_k_reports_zero_singular_values():
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((30, 2)) @ rng.standard_normal((2, 20))
+    u, s, vt = rsvd.randomized_svd_sharded(
+        rsvd.shard_rows(a, 2), 20, k=4, oversample=2, power_iters=1, n_rows=30, method="tsqr"
+    )
+    assert max_rel(s[:2], np.linalg.svd(a, compute_uv=False)[:2]) < 1e-12
+    assert np.all(s[2:] == 0) and np.all(u[:, 2:] == 0) and np.all(vt[2:] == 0)
     np.testing.assert_allclose((u * s) @ vt, a, atol=1e-12)
 
 
@@ -85,11 +99,13 @@ def test_fixed_seed_and_shards_is_bitwise_reproducible_and_shards_change_only_ro
     u1, s1, vt1 = rsvd.randomized_svd_sharded(rsvd.shard_rows(a, 4), 70, **kwargs)
     u2, s2, vt2 = rsvd.randomized_svd_sharded(rsvd.shard_rows(a, 4), 70, **kwargs)
     assert np.array_equal(u1, u2) and np.array_equal(s1, s2) and np.array_equal(vt1, vt2)
+    # Another S rounds the power iterations' float32 partial sums differently: the
+    # (unconverged, flat-spectrum) results then agree to float32 rounding only.
     for n_shards in (1, 5, 9):
         u3, s3, vt3 = rsvd.randomized_svd_sharded(rsvd.shard_rows(a, n_shards), 70, **kwargs)
-        np.testing.assert_allclose(s3, s1, rtol=1e-10)
-        np.testing.assert_allclose(u3, u1, atol=1e-9)
-        np.testing.assert_allclose(vt3, vt1, atol=1e-9)
+        np.testing.assert_allclose(s3, s1, rtol=1e-7)
+        np.testing.assert_allclose(u3, u1, atol=1e-6)
+        np.testing.assert_allclose(vt3, vt1, atol=1e-6)
     u4, _, _ = rsvd.randomized_svd_sharded(rsvd.shard_rows(a, 4), 70, **{**kwargs, "seed": 12})
     assert not np.array_equal(u4, u1)
 
@@ -119,37 +135,42 @@ def test_cholqr2_and_tsqr_compute_the_same_subspaces(dynamic_shift):
     np.testing.assert_allclose(vt1, vt2, atol=1e-8)
 
 
-def assemble_q(records, factor):
-    return np.vstack([rsvd.shard_q(k, y, factor) for k, y in records])
-
-
-def split_records(y: np.ndarray, sizes: list[int]):
-    bounds = np.cumsum([0, *sizes])
-    return [(k, y[bounds[k] : bounds[k + 1]]) for k in range(len(sizes))]
-
-
 @pytest.mark.parametrize(
-    ("singular_values", "method", "kind"),
+    ("singular_values", "method", "kinds"),
     [
-        (np.linspace(1.0, 0.1, 8), "cholqr2", "cholqr2"),
-        (np.logspace(0, -10, 8), "cholqr2", "shifted_cholqr3"),
-        (np.array([1.0, 0.5, 0.2, 0, 0, 0, 0, 0]), "cholqr2", "shifted_cholqr3"),  # rank 3
-        (np.logspace(0, -20, 8), "cholqr2", "tsqr"),  # κ ≫ 1/u: falls back
-        (np.logspace(0, -10, 8), "tsqr", "tsqr"),
+        (np.linspace(1.0, 0.1, 8), "cholqr2", ["cholesky"]),
+        (np.logspace(0, -4, 8), "cholqr2", ["cholesky", "cholesky"]),  # u κ² > ORTHO_TOL
+        (np.logspace(0, -10, 8), "cholqr2", ["shifted_cholesky", "cholesky", "cholesky"]),
+        (np.array([1.0, 0.5, 0.2, 0, 0, 0, 0, 0]), "tsqr", ["truncated"]),  # rank 3
+        (np.logspace(0, -10, 8), "tsqr", ["tsqr", "tsqr"]),  # u κ > ORTHO_TOL
     ],
 )
-def test_orthonormalize_cascade(singular_values, method, kind):
+def test_range_passes_orthonormalise_any_sketch(singular_values, method, kinds):
+    """Y = A M with a prescribed spectrum: the passes end with an orthonormal Q = Y T that
+    spans Y's numerically significant directions, recomputing Y through A as needed."""
     rng = np.random.default_rng(0)
     left = np.linalg.qr(rng.standard_normal((200, 8)))[0]
     right = np.linalg.qr(rng.standard_normal((8, 8)))[0]
-    y = (left * singular_values) @ right.T
-    records = split_records(y, [0, 5, 120, 75])  # an empty shard and one shorter than l
-    factor = rsvd.orthonormalize(rsvd.LocalRunner(), records, 200, 8, method)
-    assert factor.kind == kind
-    q = assemble_q(records, factor)
-    np.testing.assert_allclose(q.T @ q, np.eye(8), atol=1e-12)
-    np.testing.assert_allclose(q @ factor.r, y, atol=1e-12 * np.linalg.norm(y))
-    # The three strongest directions of Y lie in range(Q) (to u / σ₃ at worst).
+    a = (left * singular_values) @ right.T  # 200 × 8: A itself is the sketch when M = I
+    shards = [rsvd.Shard(k, rows, m) for k, (rows, m) in enumerate(rsvd.shard_rows(a, 4))]
+    m, got = np.eye(8), []
+    for i in range(rsvd.MAX_RANGE_PASSES):
+        _, extras = rsvd.LocalRunner().reduce(
+            partial(rsvd._range_step, rsvd.LocalRunner().broadcast(m), method), shards
+        )
+        f = [e[0] for e in extras]
+        factor = rsvd.sum_in_order(f) if method == "cholqr2" else np.vstack(f)
+        basis = rsvd.range_basis(factor, method, 200, last=i + 1 == rsvd.MAX_RANGE_PASSES)
+        got.append(basis.kind)
+        if basis.error <= rsvd.ORTHO_TOL:
+            break
+        m = m @ basis.t
+    assert got == kinds
+    q = np.zeros((200, basis.t.shape[1]))
+    for _, rows, y in extras:
+        q[rows] = y @ basis.t
+    np.testing.assert_allclose(q.T @ q, np.eye(q.shape[1]), atol=1e-12)
+    # The strongest directions of Y lie in range(Q) (to u / σ₃ at worst).
     np.testing.assert_allclose(q @ (q.T @ left[:, :3]), left[:, :3], atol=1e-9)
 
 
@@ -163,27 +184,60 @@ def test_cholqr2_threshold_and_shift_follow_their_formulas():
     assert rsvd.cholesky_upper(np.diag([1.0, -1.0])) is None
 
 
+@pytest.mark.parametrize("scale", [1.0, 1e-9])
+def test_orthonormal_columns(scale):
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((300, 12)) * np.logspace(0, np.log10(scale), 12)
+    q = rsvd.orthonormal_columns(w)
+    np.testing.assert_allclose(q.T @ q, np.eye(12), atol=1e-13)
+    np.testing.assert_allclose(q @ (q.T @ w), w, atol=1e-12 * np.linalg.norm(w))
+
+
+def test_sparse_rows_products_equal_scipy_bit_for_bit():
+    rng = np.random.default_rng(0)
+    a = sp.random_array((37, 50), density=0.2, rng=rng, format="csr", dtype=np.float32)
+    rows = rsvd.sparse_rows(a)
+    assert rows.shape == (37, 50) and rows.nnz == a.nnz
+    m = rng.standard_normal((50, 7))
+    y = rng.standard_normal((37, 7))
+    a64 = a.astype(np.float64)
+    # Same order of additions as scipy's CSR product on both sides.
+    np.testing.assert_array_equal(rsvd.shard_times(rows, m), a64 @ m)
+    np.testing.assert_array_equal(
+        rsvd.shard_transpose_times(rows, y), sp.csr_array(a64.T).tocsr() @ y
+    )
+    np.testing.assert_allclose(rsvd.shard_transpose_times(rows, y), a64.T @ y, rtol=1e-12)
+    np.testing.assert_array_equal(rows.to_csr().toarray(), a.toarray())
+    # Read-only inputs (memory-mapped files in the stage) work the same.
+    frozen = rsvd.SparseRows(*(v.copy() if isinstance(v, np.ndarray) else v for v in rows))
+    for v in frozen:
+        if isinstance(v, np.ndarray):
+            v.flags.writeable = False
+    m.flags.writeable = False
+    np.testing.assert_array_equal(rsvd.shard_times(frozen, m), a64 @ m)
+
+
 class PicklingRunner(rsvd.LocalRunner):
-    """Ships every function and record through pickle and collects in reverse, as Spark may."""
+    """Ships every function and record through pickle, as Spark does."""
 
     @staticmethod
     def _roundtrip(obj):
         return pickle.loads(pickle.dumps(obj))
 
-    def map(self, fn, *datasets):
+    def reduce(self, fn, dataset):
         fn = self._roundtrip(fn)
-        return [fn(*self._roundtrip(records)) for records in zip(*datasets, strict=True)]
-
-    def collect(self, fn, *datasets):
-        return self.map(fn, *datasets)[::-1]
+        return super().reduce(fn, [self._roundtrip(r) for r in dataset])
 
 
 @pytest.mark.parametrize("method", rsvd.METHODS)
-def test_runner_interface_survives_pickling_and_unordered_collect(method):
+def test_runner_interface_survives_pickling(method):
     a = sp.random_array((50, 50), density=0.2, rng=np.random.default_rng(2), format="csr")
     args = {"k": 5, "oversample": 5, "power_iters": 2, "seed": 4, "method": method}
     u1, s1, vt1 = rsvd.randomized_svd_sharded(rsvd.shard_rows(a, 3), 50, **args)
-    shards = [rsvd.Shard(k, rows, m) for k, (rows, m) in enumerate(rsvd.shard_rows(a, 3))]
+    shards = [
+        rsvd.Shard(k, rows, rsvd.sparse_rows(m))
+        for k, (rows, m) in enumerate(rsvd.shard_rows(a, 3))
+    ]
     u2, s2, vt2 = rsvd.randomized_svd_sharded(shards, 50, **args, runner=PicklingRunner())
     assert np.array_equal(u1, u2) and np.array_equal(s1, s2) and np.array_equal(vt1, vt2)
 

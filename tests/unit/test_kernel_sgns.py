@@ -70,8 +70,10 @@ def reference_train(
     total_words,
     words_scale,
     seed,
+    loss_every=1,
 ):
-    """Slow, obvious skip-gram / CBOW with negative sampling on copies of the matrices."""
+    """Slow, obvious skip-gram / CBOW with negative sampling on copies of the matrices;
+    the loss counts the terms of examples 0, k, 2k, ... (k = ``loss_every``)."""
     syn0 = syn0.copy()
     syn1 = syn1.copy()
     counts0 = np.zeros(len(syn0), dtype=np.int64)
@@ -83,6 +85,7 @@ def reference_train(
     def train_example(h, centre, alpha):
         """Centre word + noise words against hidden vector h; returns the input gradient."""
         nonlocal loss_sum, loss_terms
+        with_loss = examples % loss_every == 0
         neu1e = np.zeros_like(h)
         targets = [(centre, 1.0)]
         for _ in range(negative):
@@ -95,8 +98,9 @@ def reference_train(
             x = float(np.dot(h, old))
             f = sigmoid_w2v(x)
             z = x if label == 1.0 else -x
-            loss_sum += math.log1p(math.exp(-abs(z))) + max(-z, 0.0)
-            loss_terms += 1
+            if with_loss:
+                loss_sum += math.log1p(math.exp(-abs(z))) + max(-z, 0.0)
+                loss_terms += 1
             g = np.float32((label - f) * alpha)
             neu1e += g * old
             syn1[target] = old + g * h
@@ -214,6 +218,26 @@ def test_kernel_matches_reference(tiny, mode, schedule):
     # if the reference moved them; make that explicit).
     assert np.abs(syn0 - tiny["syn0"]).max() > 1e-3
     assert np.abs(syn1 - tiny["syn1"]).max() > 1e-3
+
+
+@pytest.mark.parametrize("mode", ["skipgram", "cbow"])
+def test_sampled_loss_matches_reference(tiny, mode):
+    """loss_every = k counts the terms of examples 0, k, 2k, ... and changes nothing else."""
+    kw = dict(mode=mode, window=3, negative=4, alpha_start=0.3, alpha_end=0.01, seed=5,
+              words_done_before=0, total_words=150, words_scale=1.0)  # fmt: skip
+    full0, full1, full = run_kernel(tiny, **kw)
+    syn0, syn1, st = run_kernel(tiny, loss_every=3, **kw)
+    *_, rst = reference_train(
+        tiny["ids"], tiny["offsets"], tiny["syn0"], tiny["syn1"], tiny["keep"], tiny["cdf"],
+        loss_every=3, **kw,
+    )  # fmt: skip
+    assert st.loss_terms == rst["loss_terms"]
+    assert 0 < st.loss_terms < full.loss_terms
+    assert st.loss_sum == pytest.approx(rst["loss_sum"], rel=1e-5)
+    np.testing.assert_array_equal(syn0, full0)
+    np.testing.assert_array_equal(syn1, full1)
+    with pytest.raises(ConfigError, match="loss_every"):
+        run_kernel(tiny, loss_every=0, **kw)
 
 
 @pytest.mark.parametrize("mode", ["skipgram", "cbow"])
@@ -370,7 +394,8 @@ def test_init_params():
 # --------------------------------------------------------------------------- merge
 
 
-def test_merge_is_count_weighted_average():
+def test_merge_is_the_mean_of_the_partition_models():
+    """Each of S partitions holds ``base`` where it did not train; the merge is their mean."""
     base0 = np.arange(12, dtype=np.float32).reshape(4, 3)
     base1 = -np.arange(12, dtype=np.float32).reshape(4, 3)
     v = lambda *r: np.array(r, dtype=np.float32)  # noqa: E731
@@ -390,19 +415,32 @@ def test_merge_is_count_weighted_average():
         syn1_vectors=v([1, 1, 1], [7, 8, 9]),
         syn1_counts=np.array([1, 5]),
     )
-    s0, s1 = sgns.merge(base0, base1, iter([u1, u2]))  # a one-shot iterator is enough
-    np.testing.assert_allclose(s0[0], (3 * 1 + 1 * 5) / 4)  # both touched: weighted
-    np.testing.assert_allclose(s0[2], 10)  # one partition: its value
-    np.testing.assert_array_equal(s0[[1, 3]], base0[[1, 3]])  # untouched: base
-    np.testing.assert_allclose(s1[1], (2 * 4 + 1 * 1) / 3)
-    np.testing.assert_allclose(s1[3], [7, 8, 9])
-    np.testing.assert_array_equal(s1[[0, 2]], base1[[0, 2]])
-    assert s0.dtype == s1.dtype == np.float32
-    # Never a sum: merging a partition with itself changes nothing.
-    t0, _ = sgns.merge(base0, base1, [u1, u1])
-    np.testing.assert_array_equal(t0, sgns.merge(base0, base1, [u1])[0])
-    # The bases are untouched.
+    updates = [u1, u2]
+    for S in (2, 3):
+        # The reference: materialise every partition's full model, take the plain mean.
+        models0, models1 = [], []
+        for p in range(S):
+            m0, m1 = base0.astype(np.float64), base1.astype(np.float64)
+            if p < len(updates):
+                m0[updates[p].syn0_rows] = updates[p].syn0_vectors
+                m1[updates[p].syn1_rows] = updates[p].syn1_vectors
+            models0.append(m0)
+            models1.append(m1)
+        s0, s1 = sgns.merge(base0, base1, iter(updates), S)  # a one-shot iterator is enough
+        np.testing.assert_allclose(s0, np.mean(models0, axis=0), rtol=1e-6)
+        np.testing.assert_allclose(s1, np.mean(models1, axis=0), rtol=1e-6)
+        np.testing.assert_array_equal(s0[[1, 3]], base0[[1, 3]])  # untouched: base exactly
+        assert s0.dtype == s1.dtype == np.float32
+    # Never a sum of models: two identical partitions give that partition's model.
+    t0, t1 = sgns.merge(base0, base1, [u1, u1], 2)
+    one0, one1 = sgns.merge(base0, base1, [u1], 1)
+    np.testing.assert_array_equal(t0, one0)
+    np.testing.assert_array_equal(t1, one1)
+    np.testing.assert_array_equal(one0[u1.syn0_rows], u1.syn0_vectors)  # S = 1: bit for bit
+    # The bases are untouched; more updates than partitions is refused.
     np.testing.assert_array_equal(base0, np.arange(12, dtype=np.float32).reshape(4, 3))
+    with pytest.raises(InputError, match="partitions"):
+        sgns.merge(base0, base1, [u1, u2], 1)
 
 
 def test_merge_rejects_non_finite():
@@ -416,7 +454,7 @@ def test_merge_rejects_non_finite():
         syn1_counts=np.array([], np.int64),
     )
     with pytest.raises(TrainingDivergedError, match=r"word2vec\.alpha"):
-        sgns.merge(base, base, [bad])
+        sgns.merge(base, base, [bad], 1)
 
 
 def test_partitions_round_trip(tiny):
@@ -425,7 +463,7 @@ def test_partitions_round_trip(tiny):
     upd = sgns.row_update(syn0, syn1, st)
     np.testing.assert_array_equal(upd.syn0_rows, np.flatnonzero(st.syn0_counts))
     assert np.all(upd.syn0_counts > 0) and np.all(upd.syn1_counts > 0)
-    m0, m1 = sgns.merge(tiny["syn0"], tiny["syn1"], [upd])
+    m0, m1 = sgns.merge(tiny["syn0"], tiny["syn1"], [upd], 1)
     np.testing.assert_array_equal(m0, syn0)
     np.testing.assert_array_equal(m1, syn1)
 
@@ -490,17 +528,10 @@ def test_validation_errors(tiny):
 # --------------------------------------------------------------------------- quality
 
 
-@pytest.mark.parametrize("partitions", [1, 2])
-@pytest.mark.parametrize("mode", ["skipgram", "cbow"])
-def test_planted_topics_become_neighbours(mode, partitions):
-    """Words that co-occur within their topic end up nearest to their topic.
-
-    With 2 partitions this runs the word2vec stage's loop on arrays: broadcast, train
-    private copies of each partition's slice on the global alpha schedule, ship touched
-    rows, merge by count-weighted average.
-    """
-    rng = np.random.default_rng(0)
-    n_topics, per_topic, dim, doc_len = 4, 10, 16, 15
+def _planted_topics(seed: int = 0):
+    """400 documents of 15 tokens, each mostly from one of 4 topics of 10 words."""
+    rng = np.random.default_rng(seed)
+    n_topics, per_topic, doc_len = 4, 10, 15
     vocab_size = n_topics * per_topic
     docs = []
     for _ in range(400):
@@ -510,39 +541,74 @@ def test_planted_topics_become_neighbours(mode, partitions):
         docs.append(doc)
     ids = np.concatenate(docs).astype(np.int32)
     offsets = np.arange(0, ids.size + 1, doc_len, dtype=np.int64)
+    return ids, offsets, vocab_size, per_topic
+
+
+def _train_merged(ids, offsets, vocab_size, partitions, scale, mode="skipgram", epochs=1,
+                  dim=16, rounds=1):  # fmt: skip
+    """The stage's loop on arrays: every round, S private copies of the broadcast train
+    their slice at alpha × scale on the global schedule; the merge takes their mean."""
     counts = np.bincount(ids, minlength=vocab_size)
     keep, cdf = sgns.keep_probabilities(counts, 0.0), sgns.noise_cdf(counts)
     syn0, syn1 = sgns.init_params(vocab_size, dim, seed=1)
-    epochs = 5
     alpha = 0.025 if mode == "skipgram" else 0.05
-    bounds = np.linspace(0, len(docs), partitions + 1).astype(int)
+    n_docs = offsets.size - 1
+    cuts = np.linspace(0, n_docs, partitions * rounds + 1).astype(int)
     losses = []
     for epoch in range(epochs):
-        updates, loss_sum, loss_terms = [], 0.0, 0
-        for part in range(partitions):
-            sl = offsets[bounds[part] : bounds[part + 1] + 1]
-            s0, s1 = syn0.copy(), syn1.copy()
-            st = sgns.train_partition(
-                ids,
-                sl,
-                s0,
-                s1,
-                keep,
-                cdf,
-                mode=mode,
-                window=5,
-                negative=5,
-                alpha_start=alpha,
-                alpha_end=1e-4,
-                words_done_before=epoch * ids.size,
-                total_words=epochs * ids.size,
-                words_scale=ids.size / (sl[-1] - sl[0]),
-                seed=sgns.derive_seed(1, epoch, part),
-            )
-            updates.append(sgns.row_update(s0, s1, st))
-            loss_sum, loss_terms = loss_sum + st.loss_sum, loss_terms + st.loss_terms
-        syn0, syn1 = sgns.merge(syn0, syn1, updates)
+        loss_sum, loss_terms = 0.0, 0
+        for r in range(rounds):
+            updates = []
+            for part in range(partitions):
+                k = part * rounds + r  # partition p holds slices p*R .. p*R + R-1
+                sl = offsets[cuts[k] : cuts[k + 1] + 1]
+                s0, s1 = syn0.copy(), syn1.copy()
+                st = sgns.train_partition(
+                    ids, sl, s0, s1, keep, cdf, mode=mode, window=5, negative=5,
+                    alpha_start=alpha * scale, alpha_end=1e-4 * scale,
+                    words_done_before=(epoch * rounds + r) * ids.size // rounds,
+                    total_words=epochs * ids.size,
+                    words_scale=ids.size / rounds / (sl[-1] - sl[0]),
+                    seed=sgns.derive_seed(1, epoch, r, part),
+                )  # fmt: skip
+                updates.append(sgns.row_update(s0, s1, st))
+                loss_sum, loss_terms = loss_sum + st.loss_sum, loss_terms + st.loss_terms
+            syn0, syn1 = sgns.merge(syn0, syn1, updates, partitions)
         losses.append(loss_sum / loss_terms)
+    return syn0, syn1, losses
+
+
+def test_scaled_partitions_progress_like_one_pass():
+    """The mean of S partition models trained at alpha × S moves the rows about as far as
+    one pass over all the data; at plain alpha (Spark MLlib's averaging) about 1/S as far.
+    syn1neg starts at zero, so its row norms measure the progress. Every topic word is
+    split into 10 variants (400 words of ~15 occurrences): rows in the regime of a few
+    updates per round, where the difference shows."""
+    topic_ids, offsets, vocab_size, _ = _planted_topics()
+    variant = np.random.default_rng(1).integers(0, 10, topic_ids.size)
+    ids, vocab_size = (topic_ids * 10 + variant).astype(np.int32), vocab_size * 10
+
+    def progress(partitions: int, scale: float) -> float:
+        syn1 = _train_merged(ids, offsets, vocab_size, partitions, scale)[1]
+        return float(np.linalg.norm(syn1, axis=1).mean())
+
+    one = progress(1, 1.0)
+    assert 0.75 < progress(4, 4.0) / one < 1.33
+    assert progress(4, 1.0) / one < 0.35
+
+
+@pytest.mark.parametrize("partitions", [1, 2])
+@pytest.mark.parametrize("mode", ["skipgram", "cbow"])
+def test_planted_topics_become_neighbours(mode, partitions):
+    """Words that co-occur within their topic end up nearest to their topic.
+
+    With 2 partitions this runs the word2vec stage's loop on arrays: broadcast, train
+    private copies of each partition's slice on the global alpha schedule at alpha × S,
+    ship touched rows, merge by the mean of the partition models.
+    """
+    ids, offsets, vocab_size, per_topic = _planted_topics()
+    syn0, _, losses = _train_merged(ids, offsets, vocab_size, partitions, float(partitions),
+                                    mode=mode, epochs=5)  # fmt: skip
     assert losses[-1] < losses[0]
     unit = syn0 / np.linalg.norm(syn0, axis=1, keepdims=True)
     sim = unit @ unit.T
