@@ -22,6 +22,14 @@ from typing import Any
 from embedpipe.errors import ConfigError
 
 
+class InputReader(StrEnum):
+    """Who reads plain-text input files."""
+
+    AUTO = "auto"
+    SPARK = "spark"
+    DIRECT = "direct"
+
+
 class InputFormat(StrEnum):
     """How the corpus is stored."""
 
@@ -87,6 +95,15 @@ class InputConfig:
     format: InputFormat = _opt(InputFormat.TEXT, doc="text (plain, .gz, .bz2) or parquet")
     text_column: str = _opt("text", doc="column holding the text when format = parquet")
     partitions: int = _opt(0, 0, doc="minimum number of input partitions; 0 = Spark's default")
+    # Spark's text reader turns every line into a JVM row and back into Arrow for Python:
+    # about a third of vocab's and encode's CPU. Uncompressed files the Python workers can
+    # open themselves are read directly (bench/RESULTS.md, vocab-encode).
+    reader: InputReader = _opt(
+        InputReader.AUTO,
+        doc="auto: uncompressed local text files are read by the Python tasks themselves, "
+        "everything else by Spark; spark: always Spark's reader; direct: Python tasks read "
+        "any uncompressed text through pyarrow.fs (local, hdfs://, s3://)",
+    )
 
 
 @dataclass(frozen=True)

@@ -326,3 +326,35 @@ def lookup_strings(offsets, data, slots, ent, voc_data):
         _p, e = _find(slots, ent, voc_data, data, s, t, ident, h, packed)
         out[i] = e
     return out
+
+
+@njit(cache=True, nogil=True)
+def _split_lines(buf: np.ndarray, data: np.ndarray, offsets: np.ndarray) -> int:
+    n_lines = 0
+    w = 0
+    offsets[0] = 0
+    for r in range(buf.size):
+        c = buf[r]
+        if c == 10:
+            n_lines += 1
+            offsets[n_lines] = w
+        else:
+            data[w] = c
+            w += 1
+    if buf.size and buf[buf.size - 1] != 10:  # a last line without its newline
+        n_lines += 1
+        offsets[n_lines] = w
+    return n_lines
+
+
+def split_lines(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lines of a byte buffer as (bytes without the ``\\n``, offsets), like Spark's text reader.
+
+    Lines end at ``\\n`` only (``\\r`` stays in the line, as Spark's reader with
+    ``lineSep = "\\n"``); a final line without a newline is a line, and a buffer that
+    ends with ``\\n`` has no empty line after it. Offsets are int64, ``len = lines + 1``.
+    """
+    data = np.empty(buf.size, np.uint8)
+    offsets = np.empty(buf.size + 2, np.int64)
+    n = _split_lines(buf, data, offsets)
+    return data[: int(offsets[n])], offsets[: n + 1]

@@ -293,10 +293,27 @@ def first_lines(rows: Iterable[tuple[str, int, int]]) -> dict[tuple[str, int], i
     return first
 
 
-def count_split_lines(lines) -> dict[tuple[str, int], int]:
-    """First line number of every split from a JVM-only count (the fallback pass)."""
-    counts = lines.groupBy("file", "block").count().collect()
-    return first_lines((r["file"], int(r["block"]), int(r["count"])) for r in counts)
+def _split_line_counts(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    counts: dict[tuple[str, int], int] = {}
+    for b in batches:
+        for f, blk, s, e in split_runs(b.column("file"), b.column("block")):
+            counts[(f, blk)] = counts.get((f, blk), 0) + e - s
+    yield pa.RecordBatch.from_arrays(
+        [pa.array([k[0] for k in counts], pa.string()),
+         pa.array([k[1] for k in counts], pa.int64()),
+         pa.array(list(counts.values()), pa.int64())],
+        names=["file", "block", "lines"],
+    )
+
+
+def count_split_lines(src: source.LineSource) -> dict[tuple[str, int], int]:
+    """First line number of every split from a counting pass (the fallback)."""
+    rows = src.map_batches(_split_line_counts, "file string, block long, lines long").collect()
+    total: dict[tuple[str, int], int] = {}
+    for r in rows:  # a split read by two tasks cannot happen, but adding is harmless
+        key = (r["file"], int(r["block"]))
+        total[key] = total.get(key, 0) + int(r["lines"])
+    return first_lines((f, b, n) for (f, b), n in total.items())
 
 
 def _remove_temporaries(uri: str) -> None:
@@ -330,9 +347,8 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
     """Encode ``cfg.input`` with the run's vocabulary into ``run_dir/corpus``."""
     vocab_rec = run_dir.require("vocab")
     with source.partitioning(spark, cfg.input):
-        lines = source.read_lines(spark, cfg.input)
-        files = source.input_files(spark, lines)
-        source.balance_splits(spark, cfg.input, files)
+        src = source.line_source(spark, cfg.input)
+        files = src.files
         fp = stage_fingerprint(run_dir, "encode", cfg.section_hash("input", "vocab", "encode"),
                                files)
         if not force and run_dir.is_current("encode", fp):
@@ -350,7 +366,7 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
         file_tokens = cfg.encode.file_tokens
         with Timer() as t:
             while True:
-                encoded = lines.mapInArrow(
+                encoded = src.map_batches(
                     lambda it, fl=first_line: encode_and_write(
                         it, vocab_bc.value, fl, vcfg, max_doc, tmp, file_tokens),
                     WRITTEN_DDL,
@@ -363,11 +379,11 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
                         raise
                     logger.info("encode   input splits differ from the vocab run's; "
                                 "counting lines per split again")
-                    first_line, recounted = count_split_lines(lines), True
+                    first_line, recounted = count_split_lines(src), True
                     fsutil.remove(tmp)  # files of the failed attempt
                     fsutil.makedirs(tmp)
         _remove_temporaries(tmp)
-        n_partitions = lines.rdd.getNumPartitions()
+        n_partitions = src.num_partitions
         vocab_bc.unpersist()
     n_files, n_rows, kept = _footer_counts(tmp)
     if (n_files, n_rows, kept) != (sum(r["files"] for r in written),

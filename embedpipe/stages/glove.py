@@ -412,6 +412,12 @@ def run(
             f"{V}; re-run cooccur --force"
         )
     dim, E = g.dim, g.epochs
+    if dim >= V:
+        # dim >= V gives every word its own axis: a lookup table, not an embedding.
+        raise ConfigError(
+            f"glove.dim = {dim} must be smaller than the vocabulary ({V:,} words); "
+            "lower glove.dim or lower vocab.min_count"
+        )
 
     # Up front: the shard sizes and the memory check, before any training data moves.
     sizes = shard_sizes(meta, S, spark, run_dir.spark_path("cooc"))

@@ -1,7 +1,18 @@
 """Reading the raw corpus with Spark (text files or Parquet), shared by ``vocab`` and ``encode``.
 
-Spark's own readers are used so that every Hadoop filesystem and codec a cluster
-is configured for works (``hdfs://``, ``s3a://``, ``.gz``, splittable ``.bz2``).
+Two readers produce the same Arrow batches ``raw: binary, file: string, block: long``
+(one row per line), and the stages consume them through :class:`LineSource`:
+
+* **Spark's** (``spark.read.text`` / ``parquet``), so that every Hadoop filesystem and
+  codec a cluster is configured for works (``hdfs://``, ``s3a://``, ``.gz``,
+  splittable ``.bz2``) and Parquet input.
+* **direct** (``input.reader``; by default for uncompressed local files): the driver
+  cuts the files into byte ranges and every Python task reads its range itself
+  (:func:`read_split_batches`). Spark's reader makes a JVM row of every line and
+  converts it back to Arrow for the Python worker, with the file name copied into every
+  row: a third of vocab's and encode's CPU. A range ``[start, end)`` owns the lines
+  that *begin* inside it, so consecutive ranges tile a file whatever the cut points.
+
 Each line comes with the file it is in and the start of the split ("block") that
 read it; the pair orders lines canonically, which is how ``encode`` gives every
 line a document number that does not depend on the number of partitions.
@@ -10,11 +21,22 @@ line a document number that does not depend on the number of partitions.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from urllib.parse import unquote, urlparse
 
-from embedpipe.config import InputConfig, InputFormat
+import numpy as np
+import pyarrow as pa
+
+from embedpipe.config import InputConfig, InputFormat, InputReader
 from embedpipe.errors import InputError
+
+#: Schema of the batches both readers hand to the stages.
+RAW_SCHEMA = pa.schema([("raw", pa.binary()), ("file", pa.string()), ("block", pa.int64())])
+#: Suffixes Hadoop decompresses by codec: such files are left to Spark's reader.
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".deflate", ".lz4", ".snappy", ".zst", ".xz", ".br")
+#: Bytes a direct task reads at a time (a longer line is read whole, in growing steps).
+READ_BYTES = 8 << 20
 
 
 def _spark_error_message(e: Exception) -> str:
@@ -126,7 +148,184 @@ def input_files(spark, df) -> list[dict[str, Any]]:
     hconf = spark._jsc.hadoopConfiguration()
     out = []
     for f in sorted(df.inputFiles()):
-        p = jvm.org.apache.hadoop.fs.Path(f)
+        # inputFiles() gives percent-encoded URIs ("a%20b.txt"); Path(String) would take
+        # "%20" literally, Path(URI) decodes it.
+        p = jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(f))
         st = p.getFileSystem(hconf).getFileStatus(p)
         out.append({"path": f, "size": int(st.getLen()), "mtime": int(st.getModificationTime())})
     return out
+
+
+# ---------------------------------------------------------------- direct reading
+
+
+def use_direct_reader(icfg: InputConfig, files: list[dict[str, Any]]) -> bool:
+    """Whether the Python tasks read ``files`` themselves (see ``input.reader``)."""
+    if icfg.format != InputFormat.TEXT or icfg.reader == InputReader.SPARK or not files:
+        return False
+    if any(f["path"].lower().endswith(COMPRESSED_SUFFIXES) for f in files):
+        if icfg.reader == InputReader.DIRECT:
+            raise InputError(
+                f"{icfg.path}: input.reader = direct reads uncompressed text only; set "
+                "input.reader = auto to let Spark decompress .gz/.bz2 files"
+            )
+        return False
+    if icfg.reader == InputReader.DIRECT:
+        return True
+    return all(urlparse(f["path"]).scheme in ("", "file") for f in files)
+
+
+def plan_splits(files: list[dict[str, Any]], partitions: int, cores: int,
+                max_split: int = _MAX_SPLIT) -> list[tuple[str, int, int]]:
+    """Byte ranges ``(file, start, end)`` covering ``files``, in corpus order.
+
+    As many ranges as ``input.partitions`` asks, at least one per ``max_split`` bytes,
+    and with ``partitions = 0`` a multiple of the cores (see :func:`balance_splits`);
+    each file gets a share proportional to its size. Empty files get no range.
+    """
+    sizes = [int(f["size"]) for f in files]
+    total = sum(sizes)
+    if total == 0:
+        return []
+    wanted = max(partitions, -(-total // max_split), 1)
+    if partitions == 0:
+        wanted = -(-wanted // max(cores, 1)) * max(cores, 1)
+    out = []
+    for f, size in zip(files, sizes, strict=True):
+        # ceil(wanted * share): at least ``wanted`` ranges in all, none over total / wanted.
+        pieces = -(-wanted * size // total)
+        for k in range(pieces):
+            start, end = size * k // pieces, size * (k + 1) // pieces
+            if end > start:
+                out.append((f["path"], start, end))
+    return out
+
+
+def _local_path(uri: str) -> str:
+    """Path inside the filesystem of a file URI as Spark lists it (percent-decoded)."""
+    from embedpipe import fsutil
+
+    _fs, path = fsutil.resolve(uri)
+    return unquote(path) if urlparse(uri).scheme in ("", "file") else path
+
+
+def _line_start(f, x: int, size: int) -> int:
+    """First line start at or after byte ``x``: 0, or just after the first ``\n`` at >= x-1."""
+    if x <= 0:
+        return 0
+    pos, step = x - 1, 1 << 16
+    while pos < size:
+        chunk = f.read_at(min(step, size - pos), pos)
+        hit = chunk.find(b"\n")
+        if hit >= 0:
+            return pos + hit + 1
+        pos += len(chunk)
+        step = min(step * 2, READ_BYTES)
+    return size
+
+
+def _batch(data: np.ndarray, offsets: np.ndarray, file: str, block: int) -> pa.RecordBatch:
+    n = len(offsets) - 1
+    if offsets[-1] >= 2**31:  # one Arrow binary array holds < 2 GiB
+        raw = pa.LargeBinaryArray.from_buffers(
+            pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    else:
+        raw = pa.BinaryArray.from_buffers(
+            pa.binary(), n, [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)])
+    return pa.RecordBatch.from_arrays(
+        [raw, pa.array([file] * n, pa.string()), pa.array(np.full(n, block, np.int64))],
+        names=RAW_SCHEMA.names,
+    )
+
+
+def read_split(uri: str, start: int, end: int, read_bytes: int = READ_BYTES
+               ) -> Iterator[pa.RecordBatch]:
+    """The lines of byte range ``[start, end)`` of ``uri`` as ``raw, file, block`` batches.
+
+    The range owns the lines that begin in it: it starts after the first ``\n`` at or
+    after ``start - 1`` and ends after the first ``\n`` at or after ``end - 1`` (or at
+    the end of the file), so ranges cut anywhere tile the file with no line lost or
+    read twice. Lines end at ``\n`` as with Spark's reader (``lineSep = "\n"``).
+    """
+    from embedpipe import fsutil
+    from embedpipe.kernels.tokens import split_lines
+
+    fs, _ = fsutil.resolve(uri)
+    with fs.open_input_file(_local_path(uri)) as f:
+        size = f.size()
+        lo, hi = _line_start(f, start, size), _line_start(f, end, size)
+        carry = b""
+        pos = lo
+        while pos < hi:
+            # A line longer than a read keeps the carry growing: read at least as much
+            # again, so a 200 MB line costs a few reads, not 25 re-copies.
+            want = min(max(read_bytes, len(carry)), hi - pos)
+            chunk = f.read_at(want, pos)
+            if not chunk:
+                raise InputError(f"{uri}: file shrank while being read (at byte {pos:,})")
+            pos += len(chunk)
+            buf = carry + chunk if carry else chunk
+            cut = len(buf) if pos >= hi else buf.rfind(b"\n") + 1
+            carry = buf[cut:]
+            if cut:
+                data, offsets = split_lines(np.frombuffer(buf, np.uint8, cut))
+                yield _batch(data, offsets, uri, start)
+
+
+def read_split_batches(splits: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """A direct task: rows ``file, start, end`` -> the lines of those ranges, in order."""
+    for b in splits:
+        for f, s, e in zip(b.column("file").to_pylist(), b.column("start").to_pylist(),
+                           b.column("end").to_pylist(), strict=True):
+            yield from read_split(f, int(s), int(e))
+
+
+class LineSource:
+    """The corpus as batches of lines: ``map_batches(fn, ddl)`` runs ``fn`` in the tasks.
+
+    ``fn`` gets an iterator of ``raw, file, block`` batches (:data:`RAW_SCHEMA`) and
+    yields batches of ``ddl``; with the direct reader it runs in the same Python task
+    that reads the bytes, so no line crosses the JVM.
+    """
+
+    def __init__(self, spark, icfg: InputConfig, lines, files: list[dict[str, Any]]) -> None:
+        self.spark, self.lines, self.files = spark, lines, files
+        self.direct = use_direct_reader(icfg, files)
+        self.splits: list[tuple[str, int, int]] = []
+        if self.direct:
+            try:
+                max_split = int(spark._jsparkSession.sessionState().conf()
+                                .filesMaxPartitionBytes())
+            except Exception:
+                max_split = _MAX_SPLIT
+            cores = max(int(spark.sparkContext.defaultParallelism), 1)
+            self.splits = plan_splits(files, icfg.partitions, cores, max_split)
+
+    @property
+    def num_partitions(self) -> int:
+        """Tasks that read the corpus."""
+        return len(self.splits) if self.direct else self.lines.rdd.getNumPartitions()
+
+    def map_batches(self, fn: Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]],
+                    ddl: str):
+        """DataFrame of ``fn``'s output over every partition of the corpus."""
+        if not self.direct:
+            return self.lines.mapInArrow(fn, ddl)
+        n = max(len(self.splits), 1)
+        # One range per partition, in corpus order: partition k reads range k.
+        rdd = self.spark.sparkContext.parallelize(self.splits, n)
+        df = self.spark.createDataFrame(rdd, "file string, start long, end long")
+        return df.mapInArrow(lambda it: fn(read_split_batches(it)), ddl)
+
+
+def line_source(spark, icfg: InputConfig) -> LineSource:
+    """Open the corpus: checks the input (see :func:`read_lines`) and picks the reader.
+
+    Call inside :func:`partitioning`; applies :func:`balance_splits` for Spark's reader.
+    """
+    lines = read_lines(spark, icfg)
+    files = input_files(spark, lines)
+    src = LineSource(spark, icfg, lines, files)
+    if not src.direct:
+        balance_splits(spark, icfg, files)
+    return src

@@ -53,8 +53,13 @@ def split_runs(files: pa.Array, blocks: pa.Array) -> list[tuple[str, int, int, i
     n = len(files)
     if n == 0:
         return []
-    f = files.to_numpy(zero_copy_only=False)
     b = blocks.to_numpy(zero_copy_only=False)
+    # Nearly every batch lies inside one split: check that in Arrow before making a
+    # Python string of every row's file name.
+    first = files[0].as_py()
+    if b[0] == b[-1] and (b == b[0]).all() and pc.all(pc.equal(files, first)).as_py():
+        return [(str(first), int(b[0]), 0, n)]
+    f = files.to_numpy(zero_copy_only=False)
     change = np.flatnonzero((f[1:] != f[:-1]) | (b[1:] != b[:-1])) + 1
     bounds = [0, *change.tolist(), n]
     return [(str(f[s]), int(b[s]), s, e) for s, e in itertools.pairwise(bounds)]
@@ -261,23 +266,22 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
 
     vcfg = cfg.vocab
     with source.partitioning(spark, cfg.input):
-        lines = source.read_lines(spark, cfg.input)
-        files = source.input_files(spark, lines)
-        source.balance_splits(spark, cfg.input, files)
+        src = source.line_source(spark, cfg.input)
+        files = src.files
         fp = stage_fingerprint(run_dir, "vocab", cfg.section_hash("input", "vocab"), files)
         if not force and run_dir.is_current("vocab", fp):
             return log_skip("vocab", run_dir)
         if not files:
             raise InputError(f"{cfg.input.path}: no input files found (empty directory?)")
         with Timer() as t:
-            partials = lines.mapInArrow(lambda it: count_batches(it, vcfg), COUNTS_DDL)
+            partials = src.map_batches(lambda it: count_batches(it, vcfg), COUNTS_DDL)
             summed = partials.groupBy("kind", "key").agg(F.sum("count").alias("count"))
             # One job: the reduce tasks filter by min_count themselves, so only kept
             # tokens and a few metadata rows are collected.
             min_count = vcfg.min_count
             result = summed.mapInArrow(lambda it: keep_batches(it, min_count),
                                        COUNTS_DDL).toArrow()
-            n_partitions = lines.rdd.getNumPartitions()
+            n_partitions = src.num_partitions
     kind = result.column("kind").to_numpy()
     meta_rows = result.filter(pa.array(kind != KIND_TOKEN)).to_pylist()
     kept = result.filter(pa.array(kind == KIND_TOKEN))

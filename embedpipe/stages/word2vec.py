@@ -639,6 +639,12 @@ def _validate(w: Word2VecConfig, V: int, rows: int, S: int) -> None:
             f"word2vec needs at least 2 vocabulary words, the vocabulary has {V}; lower "
             "vocab.min_count or use a bigger corpus"
         )
+    if w.dim >= V:
+        # dim >= V gives every word its own axis: a lookup table, not an embedding.
+        raise ConfigError(
+            f"word2vec.dim = {w.dim} must be smaller than the vocabulary ({V:,} words); "
+            "lower word2vec.dim or lower vocab.min_count"
+        )
     if rows < S:
         raise ConfigError(
             f"word2vec.partitions = {S} is more than the corpus's {rows} documents; use at "

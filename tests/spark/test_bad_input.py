@@ -205,7 +205,8 @@ def test_corrupted_and_missing_cooc_shard(tiny_run):
         fsutil.write_bytes_atomic(shard, good)
 
 
-@pytest.mark.parametrize("stage,setting", [("svd", "svd.dim")])
+@pytest.mark.parametrize("stage,setting", [("svd", "svd.dim"), ("glove", "glove.dim"),
+                                           ("word2vec", "word2vec.dim")])
 def test_vocabulary_smaller_than_the_dimension(spark, tiny_run, stage, setting):
     import importlib
 

@@ -111,6 +111,32 @@ def test_same_output_for_1_3_8_partitions(spark, tmp_path, sample_lines):
     assert corpora[0] == corpora[1] == corpora[2]
 
 
+def test_direct_reader_equals_spark_reader(spark, tmp_path, sample_lines):
+    """Python tasks reading byte ranges give Spark's lines, line numbers and counts."""
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a b.txt").write_bytes("\n".join(sample_lines[:1500]).encode() + b"\r\n\n\nend")
+    (d / "b.txt").write_bytes(b"")
+    (d / "c.txt").write_bytes("caf\u00e9 na\u00efve \u4e2d\u6587\n".encode() * 50
+                              + b"bad \xff\xfe bytes\n" + "\n".join(sample_lines[1500:]).encode())
+    outs = {}
+    for reader, parts in (("spark", 0), ("direct", 0), ("direct", 7)):
+        cfg = cfg_for(str(d), f"input.reader={reader}", f"input.partitions={parts}",
+                      "vocab.min_count=2", "encode.max_doc_tokens=40")
+        run = run_both(spark, cfg, tmp_path / f"run-{reader}-{parts}")
+        rec = run.record("vocab")["counts"]
+        assert rec["invalid_utf8"] == 2 and rec["documents"] == (1500 + 3) + (50 + 1 + 2500)
+        outs[(reader, parts)] = (fsutil.read_bytes(run.path("vocab", "vocab.parquet")),
+                                 read_corpus(run), rec)
+    ref = outs[("spark", 0)]
+    for key, out in outs.items():
+        assert out[0] == ref[0], key
+        assert out[1] == ref[1], key
+        assert {k: v for k, v in out[2].items() if k != "input_partitions"} == {
+            k: v for k, v in ref[2].items() if k != "input_partitions"}, key
+    assert outs[("direct", 7)][2]["input_partitions"] >= 7
+
+
 def test_second_run_skips_and_force_reruns(spark, tmp_path, sample_lines):
     path = write_lines(tmp_path / "s.txt", sample_lines[:500])
     cfg = cfg_for(path, "vocab.min_count=2")
