@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import collections
 import gzip
+import os
 import shutil
 import sys
 import time
@@ -62,6 +63,21 @@ def python_baseline(path: Path, max_tokens: int | None, min_count: int = 5) -> d
     return {"tokens": n, "vocab_s": t1 - t0, "encode_s": t2 - t1}
 
 
+def tree_cpu() -> float:
+    """CPU seconds (user + system) of this process and its live children (JVM, workers)."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            continue
+    return total
+
+
 def run_embedpipe(path: Path, name: str, partitions: int = 0) -> dict:
     from embedpipe.config import SparkConfig, load_config
     from embedpipe.runs import RunDir
@@ -80,11 +96,16 @@ def run_embedpipe(path: Path, name: str, partitions: int = 0) -> dict:
         startup = time.perf_counter() - t0
         try:
             run = RunDir(str(run_dir))
+            load0, c0 = os.getloadavg()[0], tree_cpu()
             v = vocab.run(spark, cfg, run)
+            c1 = tree_cpu()
             e = encode.run(spark, cfg, run)
+            c2, load1 = tree_cpu(), os.getloadavg()[0]
         finally:
             spark.stop()
     return {"startup_s": startup, "vocab_s": v.seconds, "encode_s": e.seconds,
+            "vocab_cpu": c1 - c0, "encode_cpu": c2 - c1, "load": (load0, load1),
+            "reader": run.record("vocab")["inputs"]["reader"],
             "tokens": v.record["counts"]["tokens"], "vocab_size": v.record["counts"]["vocab_size"],
             "peak_gib": peak.gib, "run": run}
 
@@ -148,9 +169,14 @@ def main() -> int:
         both = ours["vocab_s"] + ours["encode_s"]
         base_rate = base["tokens"] / (base["vocab_s"] + base["encode_s"])
         rate = ours["tokens"] / both
+        cpu = ours["vocab_cpu"] + ours["encode_cpu"]
         rows.append(
-            f"| {label} | {ours['startup_s']:.1f} s | {ours['tokens'] / ours['vocab_s'] / 1e6:.2f}M"
+            f"| {label} | {ours['reader']} | {ours['startup_s']:.1f} s "
+            f"| {ours['tokens'] / ours['vocab_s'] / 1e6:.2f}M"
             f" | {ours['tokens'] / ours['encode_s'] / 1e6:.2f}M | **{rate / 1e6:.2f}M** "
+            f"| {ours['vocab_cpu']:.0f} + {ours['encode_cpu']:.0f} s "
+            f"| {ours['tokens'] / (cpu / 2) / 1e6:.2f}M "
+            f"| {ours['load'][0]:.1f} / {ours['load'][1]:.1f} "
             f"| {ours['peak_gib']:.2f} GiB | {base_rate / 1e6:.2f}M "
             f"({base['tokens'] / 1e6:.0f}M tokens) | {rate / base_rate:.1f}x |")
         print(rows[-1])
@@ -163,14 +189,18 @@ def main() -> int:
         f"Machine: {machine()}  ",
         "Settings: whitespace tokenizer, min_count 5, local[2], driver memory 4g.",
         "Throughput = input tokens / stage wall time (Spark start-up excluded, shown apart). "
+        "CPU = user + system seconds of the whole process tree (driver, JVM, Python workers) "
+        "during each stage; CPU-bound rate = tokens / (CPU / 2), what the two cores give "
+        "when no other job shares them; load = 1-minute load average before / after. "
         "Peak RSS covers the Python driver, the Spark JVM and its Python workers. "
         "Baseline: single-process Python (`str.split` + `Counter`, then a dict lookup per "
         "token), same file, same invocation (capped at the first tokens shown; its rate is "
         "per token).",
         "",
-        "| corpus | Spark start-up | vocab tokens/s | encode tokens/s | vocab+encode tokens/s "
+        "| corpus | reader | Spark start-up | vocab tokens/s | encode tokens/s "
+        "| vocab+encode tokens/s | CPU s (vocab + encode) | CPU-bound rate, 2 cores | load "
         "| peak RSS | pure-Python tokens/s | ratio |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         *[f"Correctness on the whole en-open file: {n}." for n in notes],

@@ -403,7 +403,7 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
     record = run_dir.commit("encode", tmp, {
         "fingerprint": fp,
         "config": {"encode": to_dict(cfg.encode)},
-        "inputs": {"files": files, "vocab": vocab_rec["fingerprint"]},
+        "inputs": {"files": files, "vocab": vocab_rec["fingerprint"], "reader": src.reader},
         "counts": {
             "kept_tokens": kept, "rows": n_rows, "files": n_files,
             "oov_rate": round(oov_rate, 6), "lines_recounted": recounted,

@@ -302,6 +302,11 @@ class LineSource:
             self.splits = plan_splits(files, icfg.partitions, cores, max_split)
 
     @property
+    def reader(self) -> str:
+        """``direct`` or ``spark``: who reads the lines (recorded in the manifest)."""
+        return "direct" if self.direct else "spark"
+
+    @property
     def num_partitions(self) -> int:
         """Tasks that read the corpus."""
         return len(self.splits) if self.direct else self.lines.rdd.getNumPartitions()

@@ -322,7 +322,8 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
         f"{human_count(stats['tokens'])} tokens in {human_count(stats['documents'])} lines "
         f"({human_bytes(stats['bytes'])}), {human_count(distinct)} distinct -> "
         f"{table.num_rows:,} kept (min_count {vcfg.min_count}, {kept_tokens / stats['tokens']:.1%} "
-        f"of tokens) in {t.seconds:.1f}s ({human_count(rate)} tokens/s, {n_partitions} partitions)"
+        f"of tokens) in {t.seconds:.1f}s ({human_count(rate)} tokens/s, {n_partitions} partitions, "
+        f"{src.reader} reader)"
     )
     if stats.get("invalid_utf8"):
         summary += f"; {stats['invalid_utf8']:,} invalid UTF-8 sequences replaced"
@@ -332,7 +333,7 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
     record = run_dir.commit("vocab", tmp, {
         "fingerprint": fp,
         "config": {"input": to_dict(cfg.input), "vocab": to_dict(vcfg)},
-        "inputs": {"files": files},
+        "inputs": {"files": files, "reader": src.reader},
         "counts": {
             **stats, "distinct_tokens": distinct, "vocab_size": table.num_rows,
             "kept_tokens": kept_tokens, "input_partitions": n_partitions,
