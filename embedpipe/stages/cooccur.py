@@ -70,7 +70,7 @@ import pyarrow as pa
 from embedpipe import cooccur as layout
 from embedpipe import fsutil, schemas
 from embedpipe.config import Config, CooccurConfig, to_dict
-from embedpipe.errors import EmbedpipeError, InputError
+from embedpipe.errors import ConfigError, EmbedpipeError, InputError
 from embedpipe.kernels import cooccur as K
 from embedpipe.log import Timer, human_bytes, human_count, logger
 from embedpipe.runs import RunDir, StageResult, fingerprint, log_skip, stage_fingerprint
@@ -858,10 +858,18 @@ def run(spark, cfg: Config, run_dir: RunDir, force: bool = False, **_: Any) -> S
     vocab_rec = run_dir.require("vocab")
     enc_rec = run_dir.require("encode")
     ccfg = cfg.cooccur
+    V = int(vocab_rec["counts"]["vocab_size"])
+    if ccfg.shards > V:
+        # Shard k holds the rows i with i mod S = k: past V, shards are empty by
+        # construction (a task and a file each for nothing); most likely a typo.
+        raise ConfigError(
+            f"cooccur.shards = {ccfg.shards} exceeds the vocabulary ({V:,} words): shard k "
+            f"holds the rows i with i mod S = k, so {ccfg.shards - V:,} shards would be empty; "
+            f"set cooccur.shards <= {V} (or 0 to choose it from the data size)"
+        )
     fp = stage_fingerprint(run_dir, "cooccur", config_hash(ccfg))
     if not force and run_dir.is_current("cooccur", fp):
         return log_skip("cooccur", run_dir)
-    V = int(vocab_rec["counts"]["vocab_size"])
     kept = int(enc_rec["counts"]["kept_tokens"])
     plan = make_plan(ccfg, V, kept)
     S = plan.shards

@@ -219,3 +219,44 @@ def test_vocabulary_smaller_than_the_dimension(spark, tiny_run, stage, setting):
         mod.run(spark, cfg, run)
     _one_line(e, setting)
     assert run.record(stage) is None
+
+
+def test_more_shards_than_words(spark, tiny_run):
+    # Shard k holds the rows i with i mod S = k: S > V means empty shards by construction.
+    from embedpipe.stages import cooccur
+
+    cfg, run = tiny_run
+    V = run.record("vocab")["counts"]["vocab_size"]
+    before = run.record("cooccur")
+    settings = ["vocab.min_count=3", "cooccur.window=3", f"cooccur.shards={V + 1}"]
+    cfg = load_config(None, [f"input.path={cfg.input.path}", *settings])
+    with pytest.raises(ConfigError) as e:
+        cooccur.run(spark, cfg, run)
+    _one_line(e, f"cooccur.shards = {V + 1} exceeds the vocabulary")
+    assert run.record("cooccur") == before  # the finished matrix is untouched
+
+
+def test_fewer_entries_than_shards(spark, tmp_path):
+    # 10 words, one co-occurring pair, 8 shards: most shards are empty, which the matrix
+    # readers and both trainers of cooc/ accept.
+    from embedpipe import cooccur as cooc
+    from embedpipe.stages import cooccur, glove, svd
+
+    path = tmp_path / "c.txt"
+    path.write_text("\n".join(f"w{i}" for i in range(10)) + "\nw0 w1\n")
+    opts = ["vocab.min_count=1", "cooccur.shards=8", "cooccur.window=2", "glove.dim=2"]
+    opts += ["glove.epochs=1", "svd.dim=2", "svd.oversample=2", "svd.power_iters=1"]
+    cfg = _cfg(path, *opts)
+    run = RunDir(str(tmp_path / "run"))
+    for stage in (vocab, encode, cooccur):
+        stage.run(spark, cfg, run)
+    meta = cooc.info(run)
+    assert meta.vocab_size == 10 and meta.nnz == 2 and meta.shard_nnz.count(0) == 6
+    for k in range(meta.shards):
+        m = cooc.read_shard(run, k)
+        assert m.shape == (len(meta.rows(k)), 10) and m.nnz == meta.shard_nnz[k]
+    glove.run(spark, cfg, run)
+    svd.run(spark, cfg, run)
+    for model in ("glove", "svd"):
+        v = Vectors.load_model_dir(run.path(model))
+        assert v.vectors.shape == (10, 2) and np.isfinite(v.vectors).all()
