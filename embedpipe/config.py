@@ -96,13 +96,13 @@ class InputConfig:
     text_column: str = _opt("text", doc="column holding the text when format = parquet")
     partitions: int = _opt(0, 0, doc="minimum number of input partitions; 0 = Spark's default")
     # Spark's text reader turns every line into a JVM row and back into Arrow for Python:
-    # about a third of vocab's and encode's CPU. Uncompressed files the Python workers can
-    # open themselves are read directly (bench/RESULTS.md, vocab-encode).
+    # about a third of vocab's and encode's CPU. Plain and gzip files the Python workers
+    # can open themselves are read directly (bench/RESULTS.md, vocab-encode).
     reader: InputReader = _opt(
         InputReader.AUTO,
-        doc="auto: uncompressed local text files are read by the Python tasks themselves, "
+        doc="auto: local plain and .gz text files are read by the Python tasks themselves, "
         "everything else by Spark; spark: always Spark's reader; direct: Python tasks read "
-        "any uncompressed text through pyarrow.fs (local, hdfs://, s3://)",
+        "plain and .gz text on any filesystem pyarrow.fs opens (local, hdfs://, s3://)",
     )
 
 

@@ -6,12 +6,13 @@ Two readers produce the same Arrow batches ``raw: binary, file: string, block: l
 * **Spark's** (``spark.read.text`` / ``parquet``), so that every Hadoop filesystem and
   codec a cluster is configured for works (``hdfs://``, ``s3a://``, ``.gz``,
   splittable ``.bz2``) and Parquet input.
-* **direct** (``input.reader``; by default for uncompressed local files): the driver
-  cuts the files into byte ranges and every Python task reads its range itself
-  (:func:`read_split_batches`). Spark's reader makes a JVM row of every line and
-  converts it back to Arrow for the Python worker, with the file name copied into every
-  row: a third of vocab's and encode's CPU. A range ``[start, end)`` owns the lines
-  that *begin* inside it, so consecutive ranges tile a file whatever the cut points.
+* **direct** (``input.reader``; by default for local plain and ``.gz`` files): the
+  driver cuts the files into byte ranges (a gzip file is one range, decompressed with
+  zlib) and every Python task reads its range itself (:func:`read_split_batches`).
+  Spark's reader makes a JVM row of every line and converts it back to Arrow for the
+  Python worker, with the file name copied into every row: a third of vocab's and
+  encode's CPU. A range ``[start, end)`` owns the lines that *begin* inside it, so
+  consecutive ranges tile a file whatever the cut points.
 
 Each line comes with the file it is in and the start of the split ("block") that
 read it; the pair orders lines canonically, which is how ``encode`` gives every
@@ -163,11 +164,12 @@ def use_direct_reader(icfg: InputConfig, files: list[dict[str, Any]]) -> bool:
     """Whether the Python tasks read ``files`` themselves (see ``input.reader``)."""
     if icfg.format != InputFormat.TEXT or icfg.reader == InputReader.SPARK or not files:
         return False
-    if any(f["path"].lower().endswith(COMPRESSED_SUFFIXES) for f in files):
+    if any(f["path"].lower().endswith(COMPRESSED_SUFFIXES) and not is_gzip(f["path"])
+           for f in files):
         if icfg.reader == InputReader.DIRECT:
             raise InputError(
-                f"{icfg.path}: input.reader = direct reads uncompressed text only; set "
-                "input.reader = auto to let Spark decompress .gz/.bz2 files"
+                f"{icfg.path}: input.reader = direct reads plain and .gz text only; set "
+                "input.reader = auto to let Spark decompress .bz2 and other codecs"
             )
         return False
     if icfg.reader == InputReader.DIRECT:
@@ -194,6 +196,8 @@ def plan_splits(files: list[dict[str, Any]], partitions: int, cores: int,
     for f, size in zip(files, sizes, strict=True):
         # ceil(wanted * share): at least ``wanted`` ranges in all, none over total / wanted.
         pieces = -(-wanted * size // total)
+        if is_gzip(f["path"]):  # not splittable: one task reads it whole, as in Spark
+            pieces = min(pieces, 1)
         for k in range(pieces):
             start, end = size * k // pieces, size * (k + 1) // pieces
             if end > start:
@@ -251,6 +255,14 @@ def read_split(uri: str, start: int, end: int, read_bytes: int = READ_BYTES
     from embedpipe.kernels.tokens import split_lines
 
     fs, _ = fsutil.resolve(uri)
+    if is_gzip(uri):
+        if start != 0:
+            raise InputError(f"{uri}: a gzip file cannot be read from byte {start}")
+        # compression=None: pyarrow would otherwise detect ".gz" and decompress itself,
+        # without support for concatenated members.
+        with fs.open_input_stream(_local_path(uri), compression=None) as f:
+            yield from _lines_of_chunks(_gunzip(f, uri, read_bytes), uri, start)
+        return
     with fs.open_input_file(_local_path(uri)) as f:
         size = f.size()
         lo, hi = _line_start(f, start, size), _line_start(f, end, size)
@@ -270,6 +282,52 @@ def read_split(uri: str, start: int, end: int, read_bytes: int = READ_BYTES
             if cut:
                 data, offsets = split_lines(np.frombuffer(buf, np.uint8, cut))
                 yield _batch(data, offsets, uri, start)
+
+
+def is_gzip(uri: str) -> bool:
+    """A gzip file: read whole by one task, decompressed in Python (as Spark does in Java)."""
+    return uri.lower().endswith(".gz")
+
+
+def _gunzip(f, uri: str, read_bytes: int) -> Iterator[bytes]:
+    """Decompressed chunks of a gzip stream, concatenated members included (as Hadoop)."""
+    import zlib
+
+    d, in_member = zlib.decompressobj(wbits=31), False
+    while raw := f.read(read_bytes):
+        while raw:
+            in_member = True
+            try:
+                out = d.decompress(raw)
+            except zlib.error as e:
+                raise InputError(f"{uri}: not a valid gzip file ({e})") from e
+            if out:
+                yield out
+            if not d.eof:
+                break
+            # A member ended: what follows is the next member (`cat a.gz b.gz`).
+            raw, d, in_member = d.unused_data, zlib.decompressobj(wbits=31), False
+    if in_member:
+        raise InputError(f"{uri}: truncated gzip file (the stream ends inside a member)")
+
+
+def _lines_of_chunks(chunks: Iterable[bytes], uri: str, block: int) -> Iterator[pa.RecordBatch]:
+    """Line batches from a stream of byte chunks, the last line possibly without newline."""
+    from embedpipe.kernels.tokens import split_lines
+
+    parts: list[bytes] = []  # an unfinished line, kept in pieces: a long line is joined once
+    for chunk in chunks:
+        if chunk.rfind(b"\n") < 0:
+            parts.append(chunk)
+            continue
+        buf = b"".join([*parts, chunk]) if parts else chunk
+        cut = buf.rfind(b"\n") + 1
+        parts = [buf[cut:]] if cut < len(buf) else []
+        data, offsets = split_lines(np.frombuffer(buf, np.uint8, cut))
+        yield _batch(data, offsets, uri, block)
+    if parts:
+        data, offsets = split_lines(np.frombuffer(b"".join(parts), np.uint8))
+        yield _batch(data, offsets, uri, block)
 
 
 def read_split_batches(splits: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

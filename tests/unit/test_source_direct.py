@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -24,7 +27,7 @@ def spark_lines(data: bytes) -> list[bytes]:
 def read_all(path, cuts: list[int], read_bytes: int) -> list[bytes]:
     uri = str(path)
     out = []
-    for s, e in zip(cuts[:-1], cuts[1:], strict=True):
+    for s, e in itertools.pairwise(cuts):
         for b in read_split(uri, s, e, read_bytes):
             assert b.column("file").to_pylist() == [uri] * b.num_rows
             assert set(b.column("block").to_pylist()) <= {s}
@@ -74,7 +77,7 @@ def test_plan_splits_covers_every_byte_once():
         for name, size in (("a", 1000), ("c", 10)):
             mine = [(s, e) for f, s, e in splits if f == name]
             assert mine[0][0] == 0 and mine[-1][1] == size
-            assert all(e1 == s2 for (_, e1), (s2, _) in zip(mine, mine[1:], strict=False))
+            assert all(e1 == s2 for (_, e1), (s2, _) in itertools.pairwise(mine))
         assert not [s for s in splits if s[0] == "b"]
         assert len(splits) >= max(parts, 4)  # 1010 bytes / 300 -> at least 4
     # One big file and auto partitions: a multiple of the cores, so no core idles.
@@ -84,15 +87,40 @@ def test_plan_splits_covers_every_byte_once():
 def test_reader_choice():
     local = [{"path": "file:///c/x.txt", "size": 1}]
     gz = [{"path": "file:///c/x.txt.gz", "size": 1}]
+    bz2 = [{"path": "file:///c/x.txt.bz2", "size": 1}]
     hdfs = [{"path": "hdfs://nn/c/x.txt", "size": 1}]
     cfg = load_config(None, []).input
-    assert use_direct_reader(cfg, local)
-    assert not use_direct_reader(cfg, gz) and not use_direct_reader(cfg, hdfs)
+    assert use_direct_reader(cfg, local) and use_direct_reader(cfg, gz)
+    assert not use_direct_reader(cfg, bz2) and not use_direct_reader(cfg, hdfs)
     spark_cfg = load_config(None, ["input.reader=spark"]).input
     assert not use_direct_reader(spark_cfg, local)
     direct = load_config(None, ["input.reader=direct"]).input
     assert use_direct_reader(direct, hdfs)
-    with pytest.raises(InputError, match="input.reader = direct reads uncompressed"):
-        use_direct_reader(direct, gz)
+    with pytest.raises(InputError, match=r"input.reader = direct reads plain and \.gz text only"):
+        use_direct_reader(direct, bz2)
     parquet = load_config(None, ["input.format=parquet"]).input
     assert not use_direct_reader(parquet, local)
+    # A gzip file is one range (not splittable), like Spark's single task for it.
+    assert plan_splits(gz, 8, 2) == [("file:///c/x.txt.gz", 0, 1)]
+
+
+@pytest.mark.parametrize("members", [1, 3])
+def test_gzip_read_whole_with_concatenated_members(tmp_path, members):
+    data = b"".join(b"line %d of member\n" % i for i in range(5000)) + b"x" * 70_000 + b"\nend"
+    step = -(-len(data) // members)
+    path = tmp_path / "c.txt.gz"
+    path.write_bytes(b"".join(gzip.compress(data[k:k + step]) for k in range(0, len(data), step)))
+    got = [r for b in read_split(str(path), 0, path.stat().st_size, 4096)
+           for r in b.column("raw").to_pylist()]
+    assert got == spark_lines(data)
+
+
+def test_truncated_and_invalid_gzip(tmp_path):
+    good = gzip.compress(b"a b c\n" * 10_000)
+    cut, bad = tmp_path / "cut.gz", tmp_path / "bad.gz"
+    cut.write_bytes(good[: len(good) // 2])
+    bad.write_bytes(b"\x1f\x8b" + b"not gzip at all" * 10)
+    with pytest.raises(InputError, match=r"cut\.gz: truncated gzip file"):
+        list(read_split(str(cut), 0, 1))
+    with pytest.raises(InputError, match=r"bad\.gz: not a valid gzip file"):
+        list(read_split(str(bad), 0, 1))
