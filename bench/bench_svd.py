@@ -356,7 +356,7 @@ def run_ours(spark, oversample: int, q: int) -> dict:
     }
 
 
-def run_sklearn(a_x, oversample: int, q: int, cds: float = 0.75) -> dict:
+def run_sklearn(a_x, oversample: int, q: int, cds: float = 0.75, k: int = K) -> dict:
     """PPMI in one process + sklearn's randomized_svd with the same k, oversampling, iterations."""
     from sklearn.utils.extmath import randomized_svd
 
@@ -368,7 +368,7 @@ def run_sklearn(a_x, oversample: int, q: int, cds: float = 0.75) -> dict:
     row_sums, col_sums = ppmi.marginals_partial(rows, x, x.shape[0])
     a = ppmi.ppmi_shard(rows, x, row_sums, ppmi.context_distribution(col_sums, cds))
     t1 = time.perf_counter()
-    u, s, vt = randomized_svd(a, K, n_oversamples=oversample, n_iter=q, random_state=SEED)
+    u, s, vt = randomized_svd(a, k, n_oversamples=oversample, n_iter=q, random_state=SEED)
     t2 = time.perf_counter()
     return {
         "ppmi_seconds": t1 - t0,

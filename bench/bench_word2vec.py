@@ -27,14 +27,22 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import OUT, SHARED, PeakRSS, command_line, machine, update_section
+from bench.common import (
+    OUT,
+    SHARED,
+    CpuMeter,
+    PeakRSS,
+    Usage,
+    command_line,
+    machine,
+    update_section,
+)
 
 CORPUS = SHARED / "corpora" / "en-open.tok.txt.gz"
 WORK = OUT / "word2vec"
@@ -45,95 +53,6 @@ SETTINGS = {"dim": 100, "window": 5, "negative": 5, "min_count": 5, "seed": 1}
 #: trained at alpha, 1 round per epoch), kept for the table under their own merge label.
 BEFORE_JSON = WORK / "results-before-fix.json"
 BEFORE_LABEL = "average (old: alpha, count-weighted, R=1)"
-
-
-class CpuMeter:
-    """CPU seconds used by this process and all its descendants (the Spark JVM and its
-    Python workers too) over a block.
-
-    A plain before/after sum over the process tree goes wrong when a process exits in
-    between (Spark retires idle Python workers, taking their CPU time with them), so the
-    tree is sampled every ``interval`` seconds and every process contributes its last
-    sampled time minus its time when first seen (0 if it started inside the block).
-    """
-
-    def __init__(self, interval: float = 1.0) -> None:
-        import threading
-
-        self.interval = interval
-        self._first: dict[tuple[int, float], float] = {}
-        self._last: dict[tuple[int, float], float] = {}
-        self._started = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> None:
-        import psutil
-
-        me = psutil.Process()
-        for p in [me, *me.children(recursive=True)]:
-            try:
-                with p.oneshot():
-                    key = (p.pid, p.create_time())
-                    t = p.cpu_times()
-            except psutil.Error:
-                continue
-            used = t.user + t.system
-            if key not in self._first:
-                self._first[key] = used if not self._started else 0.0
-            self._last[key] = used
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._sample()
-
-    def __enter__(self) -> CpuMeter:
-        self._sample()
-        self._started = True
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
-
-    @property
-    def seconds(self) -> float:
-        """CPU seconds of the whole tree inside the block."""
-        return sum(self._last[k] - self._first[k] for k in self._last)
-
-
-class Usage:
-    """The 1-minute load average sampled every few seconds over a block."""
-
-    def __init__(self, interval: float = 5.0) -> None:
-        import threading
-
-        self.interval = interval
-        self.loads: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.loads.append(os.getloadavg()[0])
-
-    def __enter__(self) -> Usage:
-        self.loads.append(os.getloadavg()[0])
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.loads.append(os.getloadavg()[0])
-
-    @property
-    def load(self) -> list[float]:
-        """1-minute load average: before, mean while running, after."""
-        return [round(self.loads[0], 1), round(sum(self.loads) / len(self.loads), 1),
-                round(self.loads[-1], 1)]  # fmt: skip
 
 
 # ------------------------------------------------------------------ storage
@@ -194,7 +113,8 @@ def prepare(spark: Any, corpus: Path) -> tuple[Any, list[str], int]:
     return run, base, int(rec["counts"]["kept_tokens"])
 
 
-def run_ours(spark, run, base, n_words, mode, parts, merge, epochs, sample) -> dict[str, Any]:
+def run_ours(spark, run, base, n_words, mode, parts, merge, epochs, sample,
+             settings: dict[str, Any] = SETTINGS, scorer: Any = None) -> dict[str, Any]:
     from embedpipe import fsutil
     from embedpipe.config import load_config
     from embedpipe.stages import word2vec
@@ -203,7 +123,7 @@ def run_ours(spark, run, base, n_words, mode, parts, merge, epochs, sample) -> d
     cfg = load_config(None, [
         *base, f"word2vec.mode={mode}", f"word2vec.partitions={parts}", f"word2vec.merge={merge}",
         f"word2vec.epochs={epochs}", f"word2vec.sample={sample}",
-        *(f"word2vec.{k}={SETTINGS[k]}" for k in ("dim", "window", "negative", "seed")),
+        *(f"word2vec.{k}={settings[k]}" for k in ("dim", "window", "negative", "seed")),
     ])  # fmt: skip
     with PeakRSS() as peak, CpuMeter() as cpu:
         t0 = time.perf_counter()
@@ -222,11 +142,12 @@ def run_ours(spark, run, base, n_words, mode, parts, merge, epochs, sample) -> d
         "result_bytes": model["exchange_bytes_per_round"]["results"],
         "rounds_per_epoch": model["rounds_per_epoch"], "alpha_scale": model["alpha_scale"],
     }  # fmt: skip
-    out.update(score(Vectors.load(run.path("word2vec"))))
+    out.update((scorer or score)(Vectors.load(run.path("word2vec"))))
     return out
 
 
-def run_gensim(corpus: Path, n_words: int, mode: str, epochs: int, sample: float) -> dict:
+def run_gensim(corpus: Path, n_words: int, mode: str, epochs: int, sample: float,
+               settings: dict[str, Any] = SETTINGS, scorer: Any = None) -> dict:
     from gensim.models import Word2Vec
     from gensim.models.word2vec import LineSentence
 
@@ -235,9 +156,9 @@ def run_gensim(corpus: Path, n_words: int, mode: str, epochs: int, sample: float
     with CpuMeter() as cpu:
         t0 = time.perf_counter()
         model = Word2Vec(
-            LineSentence(str(corpus)), vector_size=SETTINGS["dim"], window=SETTINGS["window"],
-            min_count=SETTINGS["min_count"], negative=SETTINGS["negative"], sample=sample,
-            epochs=epochs, workers=2, sg=1 if mode == "skipgram" else 0, seed=SETTINGS["seed"],
+            LineSentence(str(corpus)), vector_size=settings["dim"], window=settings["window"],
+            min_count=settings["min_count"], negative=settings["negative"], sample=sample,
+            epochs=epochs, workers=2, sg=1 if mode == "skipgram" else 0, seed=settings["seed"],
         )  # fmt: skip
         wall = time.perf_counter() - t0
     out = {
@@ -245,11 +166,12 @@ def run_gensim(corpus: Path, n_words: int, mode: str, epochs: int, sample: float
         "sample": sample, "wall_s": wall, "cpu_s": cpu.seconds,
         "words": n_words * epochs, "words_per_s": n_words * epochs / wall,
     }  # fmt: skip
-    out.update(score(Vectors(model.wv.index_to_key, model.wv.vectors)))
+    out.update((scorer or score)(Vectors(model.wv.index_to_key, model.wv.vectors)))
     return out
 
 
-def run_mllib(spark, corpus: Path, run, n_words: int, parts: int, epochs: int) -> dict:
+def run_mllib(spark, corpus: Path, run, n_words: int, parts: int, epochs: int,
+              settings: dict[str, Any] = SETTINGS, scorer: Any = None) -> dict:
     from pyspark.ml.feature import Word2Vec
     from pyspark.sql import functions as F
 
@@ -262,9 +184,9 @@ def run_mllib(spark, corpus: Path, run, n_words: int, parts: int, epochs: int) -
         .cache()
     )
     words.count()  # read and tokenised before the clock starts
-    est = Word2Vec(vectorSize=SETTINGS["dim"], windowSize=SETTINGS["window"],
-                   minCount=SETTINGS["min_count"], maxIter=epochs, numPartitions=parts,
-                   seed=SETTINGS["seed"], inputCol="words", outputCol="vec")  # fmt: skip
+    est = Word2Vec(vectorSize=settings["dim"], windowSize=settings["window"],
+                   minCount=settings["min_count"], maxIter=epochs, numPartitions=parts,
+                   seed=settings["seed"], inputCol="words", outputCol="vec")  # fmt: skip
     with CpuMeter() as cpu:
         t0 = time.perf_counter()
         model = est.fit(words)
@@ -283,7 +205,7 @@ def run_mllib(spark, corpus: Path, run, n_words: int, parts: int, epochs: int) -
         "words": n_words * epochs,
         "words_per_s": n_words * epochs / wall,
     }  # fmt: skip
-    out.update(score(vec))
+    out.update((scorer or score)(vec))
     return out
 
 

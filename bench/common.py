@@ -53,30 +53,43 @@ def machine() -> str:
 
 
 class PeakRSS:
-    """Peak resident memory of this process and all its children (the Spark JVM too)."""
+    """Peak resident memory of this process and all its children (the Spark JVM too).
 
-    def __init__(self, interval: float = 0.2) -> None:
+    ``tree=False`` watches this process alone (a one-process peer such as gensim, next to
+    an idle Spark JVM that is not its cost). ``peak_worker`` is the largest RSS of a single
+    descendant Python process (a Spark Python worker: what one task held).
+    """
+
+    def __init__(self, interval: float = 0.2, tree: bool = True) -> None:
         self.interval = interval
+        self.tree = tree
         self.peak = 0
+        self.peak_worker = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
+    def _sample(self) -> None:
         import psutil
 
         me = psutil.Process()
+        total = 0
+        try:
+            procs = [me, *me.children(recursive=True)] if self.tree else [me]
+            for p in procs:
+                try:
+                    rss = p.memory_info().rss
+                    if p.pid != me.pid and p.name().startswith("python"):
+                        self.peak_worker = max(self.peak_worker, rss)
+                except psutil.Error:
+                    continue
+                total += rss
+        except psutil.Error:
+            pass
+        self.peak = max(self.peak, total)
+
+    def _run(self) -> None:
         while not self._stop.is_set():
-            total = 0
-            try:
-                procs = [me, *me.children(recursive=True)]
-                for p in procs:
-                    try:
-                        total += p.memory_info().rss
-                    except psutil.Error:
-                        continue
-            except psutil.Error:
-                pass
-            self.peak = max(self.peak, total)
+            self._sample()
             time.sleep(self.interval)
 
     def __enter__(self) -> PeakRSS:
@@ -86,11 +99,97 @@ class PeakRSS:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._sample()
 
     @property
     def gib(self) -> float:
         """Peak in GiB."""
         return self.peak / 2**30
+
+
+class CpuMeter:
+    """CPU seconds used by this process and all its descendants (the Spark JVM and its
+    Python workers too) over a block.
+
+    A plain before/after sum over the process tree goes wrong when a process exits in
+    between (Spark retires idle Python workers, taking their CPU time with them), so the
+    tree is sampled every ``interval`` seconds and every process contributes its last
+    sampled time minus its time when first seen (0 if it started inside the block).
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._first: dict[tuple[int, float], float] = {}
+        self._last: dict[tuple[int, float], float] = {}
+        self._started = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                with p.oneshot():
+                    key = (p.pid, p.create_time())
+                    t = p.cpu_times()
+            except psutil.Error:
+                continue
+            used = t.user + t.system
+            if key not in self._first:
+                self._first[key] = used if not self._started else 0.0
+            self._last[key] = used
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> CpuMeter:
+        self._sample()
+        self._started = True
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    @property
+    def seconds(self) -> float:
+        """CPU seconds of the whole tree inside the block."""
+        return sum(self._last[k] - self._first[k] for k in self._last)
+
+
+class Usage:
+    """The 1-minute load average sampled every few seconds over a block."""
+
+    def __init__(self, interval: float = 5.0) -> None:
+        self.interval = interval
+        self.loads: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.loads.append(os.getloadavg()[0])
+
+    def __enter__(self) -> Usage:
+        self.loads.append(os.getloadavg()[0])
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.loads.append(os.getloadavg()[0])
+
+    @property
+    def load(self) -> list[float]:
+        """1-minute load average: before, mean while running, after."""
+        return [round(self.loads[0], 1), round(sum(self.loads) / len(self.loads), 1),
+                round(self.loads[-1], 1)]  # fmt: skip
 
 
 def update_section(name: str, markdown: str) -> None:
@@ -125,3 +224,58 @@ def synth_corpus(tokens: int, seed: int = 1) -> Path:
                         str(tokens), "--seed", str(seed), "--out", str(tmp)], check=True)
         tmp.rename(path)
     return path
+
+
+#: Per Spark application: (next job id, next stage id) not yet seen by a ShuffleMeter.
+_SPARK_SEEN: dict[str, tuple[int, int]] = {}
+
+
+class ShuffleMeter:
+    """Shuffle bytes Spark wrote during a block, from its status store (what the UI shows;
+    works with the UI off): every stage of the jobs submitted inside the block.
+
+    Spark numbers jobs and stages 0, 1, 2, ... as it creates them; a stage that a job
+    reuses from an earlier one (skipped) has an id below the block's first and is not
+    counted twice.
+    """
+
+    def __init__(self, spark) -> None:
+        self._sc = spark.sparkContext
+        self._tracker = self._sc.statusTracker()
+        self.bytes = 0
+        self.records = 0
+        self.stages = 0
+
+    def _jobs_from(self, start: int) -> tuple[int, list[int]]:
+        """(next job id, stage ids) of the jobs ``start``, ``start + 1``, ... known now."""
+        job, stages = start, []
+        while (info := self._tracker.getJobInfo(job)) is not None:
+            stages.extend(info.stageIds)
+            job += 1
+        return job, stages
+
+    def __enter__(self) -> ShuffleMeter:
+        app = self._sc.applicationId
+        job, stage = _SPARK_SEEN.get(app, (0, 0))
+        job, stages = self._jobs_from(job)
+        self._job0, self._stage0 = job, max([stage, *(s + 1 for s in stages)])
+        _SPARK_SEEN[app] = (self._job0, self._stage0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(0.3)  # the listener bus trails the last job by a few milliseconds
+        job, stages = self._jobs_from(self._job0)
+        try:
+            store = self._sc._jsc.sc().statusStore()  # Spark's internal API: may change
+        except Exception:
+            self.bytes = self.records = None
+            return
+        for sid in sorted({s for s in stages if s >= self._stage0}):
+            try:
+                d = store.lastStageAttempt(sid)
+            except Exception:  # evicted from the store (spark.ui.retainedStages)
+                continue
+            self.stages += 1
+            self.bytes += int(d.shuffleWriteBytes())
+            self.records += int(d.shuffleWriteRecords())
+        _SPARK_SEEN[self._sc.applicationId] = (job, max([self._stage0, *(s + 1 for s in stages)]))
