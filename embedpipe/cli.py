@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN")
     p.add_argument("--model", required=True)
     p.add_argument("--format", required=True,
-                   choices=["word2vec", "word2vec-binary", "glove", "parquet"])
+                   choices=["word2vec", "word2vec-binary", "glove", "parquet", "subwords"],
+                   help="subwords: the full subword model as a directory (word2vec.subwords)")
     p.add_argument("--to", required=True, metavar="PATH")
 
     p = sub.add_parser("config", help="print the effective configuration")

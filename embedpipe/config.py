@@ -199,10 +199,15 @@ class Word2VecConfig:
     scale_alpha: bool = _opt(
         True, doc="partitions train at alpha x S (at most 0.2) so their mean moves like one pass"
     )
-    subwords: bool = _opt(False)
-    minn: int = _opt(3, 1, 20)
-    maxn: int = _opt(6, 1, 20)
-    buckets: int = _opt(2_000_000, 1)
+    subwords: bool = _opt(
+        False, doc="fastText: a word's input is the mean of its vector and its n-gram vectors"
+    )
+    minn: int = _opt(3, 1, 20, doc="subwords: shortest character n-gram (with < > marks)")
+    maxn: int = _opt(6, 1, 20, doc="subwords: longest character n-gram")
+    buckets: int = _opt(
+        2_000_000, 1, 1 << 30,
+        doc="subwords: hash buckets of the n-grams; n-gram matrix <= buckets x dim x 4 bytes",
+    )  # fmt: skip
     seed: int = _opt(1, 0)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from embedpipe.errors import ConfigError
 from embedpipe.runs import RunDir
-from embedpipe.vectors import Vectors
+from embedpipe.vectors import SubwordVectors, Vectors
 
 #: --format names of the CLI -> Vectors.load format names.
 _LOAD_FORMATS = {"word2vec": "word2vec", "word2vec-binary": "word2vec-binary",
@@ -38,7 +38,11 @@ def cmd_neighbors(args: argparse.Namespace) -> int:
     """``embedpipe neighbors RUN --model M WORD [-k 10]``."""
     vectors = load_model(args.run_dir, args.model)
     rows = vectors.most_similar(args.word, topn=args.k)
-    _print(rows, args.json, {"word": args.word, "model": args.model})
+    unseen = args.word not in vectors  # answered from its character n-grams (subwords)
+    if unseen and not args.json:
+        print(f"# {args.word!r} is not in the vocabulary: vector from its character n-grams")
+    _print(rows, args.json, {"word": args.word, "model": args.model,
+                             **({"from_ngrams": True} if unseen else {})})  # fmt: skip
     return 0
 
 
@@ -54,6 +58,16 @@ def cmd_analogy(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """``embedpipe export RUN --model M --format F --to PATH``."""
     vectors = load_model(args.run_dir, args.model)
+    if args.format == "subwords":
+        if not isinstance(vectors, SubwordVectors):
+            raise ConfigError(
+                f"--format subwords: {args.run_dir}'s {args.model} model has no n-gram vectors; "
+                "train word2vec with --set word2vec.subwords=true"
+            )
+        vectors.save_model_dir(args.to)
+        print(f"wrote {len(vectors):,} x {vectors.dim} vectors and "
+              f"{vectors.ngram_buckets.size:,} n-gram vectors (subwords) to {args.to}")
+        return 0
     if args.format == "word2vec":
         vectors.save_word2vec(args.to, binary=False)
     elif args.format == "word2vec-binary":

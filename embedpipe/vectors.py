@@ -10,6 +10,10 @@
 * the GloVe text format (word2vec text without the header),
 * a single Parquet file with the model-directory schema.
 
+A word2vec run trained with ``word2vec.subwords = true`` also keeps its character
+n-gram vectors (``ngrams.parquet``, see :class:`SubwordVectors`); loading such a model
+directory gives a :class:`SubwordVectors`, which answers queries for unseen words too.
+
 Nothing here executes code from a file (no pickle). A malformed file is rejected
 with a one-line :class:`~embedpipe.errors.InputError` naming the file and line.
 Text is parsed 64 MB of lines at a time by a compiled (numba) scanner, never with
@@ -54,6 +58,13 @@ logger = logging.getLogger(__name__)
 
 #: Schema of ``vectors.parquet`` (declared once in :mod:`embedpipe.schemas`).
 VECTORS_SCHEMA = schemas.VECTORS
+
+#: ``ngrams.parquet`` of a subword model: one row per n-gram bucket some vocabulary word
+#: has (the others were never trained and count as zero vectors), ascending by bucket.
+NGRAMS_SCHEMA = pa.schema([("bucket", pa.int32()), ("vector", pa.list_(pa.float32()))])
+NGRAMS_FILE = "ngrams.parquet"
+#: The n-gram hash (fastText's FNV-1a 32 with bytes cast to int8), named in model.json.
+SUBWORD_HASH = "fasttext-fnv1a32-int8"
 
 #: Names accepted by :meth:`Vectors.load` (the CLI's ``--format`` values plus ``model``).
 FORMATS = ("model", "parquet", "word2vec", "word2vec-binary", "glove")
@@ -767,6 +778,8 @@ class Vectors:
         shown = ", ".join(repr(w) for w in words[:5]) + (" ..." if len(words) > 5 else "")
         return OutOfVocabularyError(
             f"{shown} not in {where}; check case and spelling, or lower vocab.min_count"
+            " (this model has no subword vectors; word2vec with word2vec.subwords = true "
+            "gives vectors to unseen words)"
         )
 
     def index(self, word: str) -> int:
@@ -1030,6 +1043,24 @@ class Vectors:
         # A run's vocab/ holds vocab.parquet next to other tables (splits.parquet).
         vocab_file = posixpath.join(vocab_dir, "vocab.parquet")
         counts = _read_counts(vocab_file if fsutil.exists(vocab_file) else vocab_dir, tokens)
+        sub = meta.get("subwords")
+        if isinstance(sub, dict):  # word2vec.subwords: the n-gram vectors come along
+            try:
+                minn, maxn, n_buckets = int(sub["minn"]), int(sub["maxn"]), int(sub["buckets"])
+                name = str(sub.get("file", NGRAMS_FILE))
+            except (KeyError, TypeError, ValueError) as e:
+                raise SchemaError(
+                    f"{meta_uri}: 'subwords' needs minn, maxn and buckets ({e}); re-run the "
+                    "word2vec stage"
+                ) from e
+            if sub.get("hash", SUBWORD_HASH) != SUBWORD_HASH:
+                raise ArtifactVersionError(
+                    f"{meta_uri}: n-gram hash {sub.get('hash')!r} is not {SUBWORD_HASH!r}; "
+                    "upgrade embedpipe"
+                )
+            buckets, ngrams = read_ngrams(fsutil.join(base, name), matrix.shape[1], n_buckets)
+            return SubwordVectors(tokens, matrix, buckets, ngrams, minn=minn, maxn=maxn,
+                                  buckets=n_buckets, counts=counts, meta=meta)  # fmt: skip
         return cls(tokens, matrix, counts=counts, meta=meta)
 
     # ---- saving
@@ -1172,3 +1203,211 @@ def _read_counts(vocab_uri: str, tokens: list[str]) -> np.ndarray | None:
             f"{vocab_uri}: tokens differ from the vectors' tokens; re-run the model stage"
         )
     return table.column("count").to_numpy()[order].astype(np.int64)
+
+
+# --------------------------------------------------------------------------- subwords
+
+
+def ngrams_table(buckets: np.ndarray, matrix: np.ndarray) -> pa.Table:
+    """``bucket, vector`` (:data:`NGRAMS_SCHEMA`) of the n-gram rows, ascending by bucket."""
+    buckets = np.asarray(buckets, dtype=np.int64)
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    if buckets.ndim != 1 or matrix.ndim != 2 or matrix.shape[0] != buckets.size:
+        raise InputError(
+            f"{buckets.size} buckets but {matrix.shape[0]} n-gram rows: give one row per bucket"
+        )
+    if buckets.size and (np.any(np.diff(buckets) <= 0) or buckets[0] < 0 or buckets[-1] >= 2**31):
+        raise InputError("n-gram buckets must be distinct, ascending and in [0, 2**31)")
+    n, dim = matrix.shape
+    offsets = pa.array(np.arange(0, n * dim + 1, dim, dtype=np.int32))
+    vec = pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1)))
+    return pa.Table.from_arrays([pa.array(buckets.astype(np.int32)), vec], schema=NGRAMS_SCHEMA)
+
+
+def read_ngrams(uri: str, dim: int, n_buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read and check ``ngrams.parquet``: (buckets int64 ascending, float32 rows)."""
+    fs, path = fsutil.resolve(uri)
+    try:
+        table = pq.read_table(path, filesystem=fs, columns=["bucket", "vector"])
+    except FileNotFoundError as e:
+        raise InputError(f"{uri}: not found; the subword model is incomplete, re-run it") from e
+    except (pa.ArrowInvalid, KeyError) as e:
+        raise SchemaError(f"{uri}: not an n-gram table with columns bucket, vector ({e})") from e
+    buckets = table.column("bucket").to_numpy().astype(np.int64)
+    vec = table.column("vector").combine_chunks()
+    n = len(buckets)
+    if vec.null_count or table.column("bucket").null_count:
+        raise SchemaError(f"{uri}: null bucket or vector; re-run the word2vec stage")
+    if n:
+        lengths = pc.list_value_length(vec).to_numpy(zero_copy_only=False)
+        if np.any(lengths != dim):
+            raise SchemaError(f"{uri}: n-gram vectors must have {dim} values like the words'")
+        matrix = vec.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(n, dim)
+    else:
+        matrix = np.empty((0, dim), dtype=np.float32)
+    if n and (np.any(np.diff(buckets) <= 0) or buckets[0] < 0 or buckets[-1] >= n_buckets):
+        raise SchemaError(
+            f"{uri}: buckets must be distinct, ascending and below {n_buckets:,}; re-run word2vec"
+        )
+    return buckets, np.ascontiguousarray(matrix)
+
+
+class SubwordVectors(Vectors):
+    """Word vectors plus character n-gram vectors (fastText): a vector for any word.
+
+    A vocabulary word's vector is its row of :attr:`vectors` (for a trained model the
+    mean of its own vector and its n-gram vectors, fastText's ``getWordVector``). Any
+    other word gets the mean of its n-gram vectors (:meth:`ngram_vector`), n-grams as
+    :func:`embedpipe.kernels.subwords.char_ngrams` with ``minn..maxn`` characters,
+    hashed into ``buckets`` with fastText's hash. Only buckets some vocabulary word has
+    were trained and are stored; an n-gram in any other bucket counts as a zero vector
+    (fastText would add that bucket's untrained random initial vector: noise).
+    ``word in vectors`` still means "in the vocabulary", as for gensim's KeyedVectors;
+    :meth:`has_vector` says whether a word gets a vector.
+
+    Attributes:
+        ngram_buckets: int64, ascending: the buckets that have a row.
+        ngram_vectors: float32 ``(len(ngram_buckets), dim)``.
+        minn, maxn, buckets: the n-gram settings the model was trained with.
+    """
+
+    def __init__(
+        self,
+        tokens: Sequence[str],
+        matrix: np.ndarray,
+        ngram_buckets: np.ndarray,
+        ngram_vectors: np.ndarray,
+        *,
+        minn: int,
+        maxn: int,
+        buckets: int,
+        counts: Sequence[int] | np.ndarray | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        """Wrap the word rows and the n-gram rows of the buckets in ``ngram_buckets``."""
+        super().__init__(tokens, matrix, counts=counts, meta=meta)
+        from embedpipe.kernels import subwords
+
+        subwords.check_settings(minn, maxn, buckets)
+        self.ngram_buckets = np.asarray(ngram_buckets, dtype=np.int64)
+        self.ngram_vectors = np.ascontiguousarray(ngram_vectors, dtype=np.float32)
+        b = self.ngram_buckets
+        if self.ngram_vectors.shape != (b.size, self.dim):
+            raise InputError(
+                f"n-gram vectors of shape {self.ngram_vectors.shape}, expected "
+                f"({b.size}, {self.dim}): one row of the words' dim per bucket"
+            )
+        if b.size and (np.any(np.diff(b) <= 0) or b[0] < 0 or b[-1] >= buckets):
+            raise InputError(f"n-gram buckets must be distinct, ascending and below {buckets}")
+        self.minn, self.maxn, self.buckets = int(minn), int(maxn), int(buckets)
+
+    def __repr__(self) -> str:
+        return (
+            f"SubwordVectors({len(self)} x {self.dim}, {self.ngram_buckets.size} n-gram rows "
+            f"of {self.buckets} buckets, n = {self.minn}..{self.maxn})"
+        )
+
+    def _ngram_rows(self, word: str) -> tuple[np.ndarray, int]:
+        """Rows of ``word``'s n-grams that have a vector, and its number of n-grams."""
+        from embedpipe.kernels import subwords
+
+        b = subwords.ngram_buckets(word, self.minn, self.maxn, self.buckets)
+        pos = np.searchsorted(self.ngram_buckets, b)
+        pos = np.minimum(pos, max(self.ngram_buckets.size - 1, 0))
+        hit = self.ngram_buckets.size > 0
+        found = (self.ngram_buckets[pos] == b) if hit else np.zeros(b.size, dtype=bool)
+        return pos[found], int(b.size)
+
+    def ngram_vector(self, word: str) -> np.ndarray:
+        """The mean of ``word``'s n-gram vectors (fastText's vector of an unseen word).
+
+        Raises :class:`OutOfVocabularyError` when no n-gram of the word was trained.
+        """
+        rows, n = self._ngram_rows(word)
+        if rows.size == 0:
+            raise OutOfVocabularyError(
+                f"{word!r} has no vector: not in the vocabulary ({len(self)} words) and none "
+                f"of its {n} character n-grams ({self.minn}-{self.maxn} characters) occurs in "
+                "a vocabulary word; check the spelling"
+            )
+        # Sum in float32 in n-gram order, then x 1/n (getWordVector); duplicates count twice.
+        v = np.zeros(self.dim, dtype=np.float32)
+        for r in rows.tolist():
+            v += self.ngram_vectors[r]
+        v *= np.float32(1.0) / np.float32(n)
+        v.flags.writeable = False
+        return v
+
+    def vector(self, word: str) -> np.ndarray:
+        """The vocabulary row of ``word``, else its n-gram vector (:meth:`ngram_vector`)."""
+        if word in self.key_to_index:
+            return super().vector(word)
+        return self.ngram_vector(word)
+
+    def has_vector(self, word: str) -> bool:
+        """True when :meth:`vector` gives ``word`` a vector (in vocabulary or a known n-gram)."""
+        return word in self.key_to_index or self._ngram_rows(word)[0].size > 0
+
+    def most_similar_batch(
+        self,
+        queries: Sequence[str] | np.ndarray,
+        topn: int = 10,
+        restrict_vocab: int | None = None,
+        as_arrays: bool = False,
+    ) -> list[list[tuple[str, float]]] | tuple[np.ndarray, np.ndarray]:
+        """:meth:`Vectors.most_similar_batch`, unseen words answered from their n-grams."""
+        if isinstance(queries, np.ndarray):
+            return super().most_similar_batch(queries, topn, restrict_vocab, as_arrays)
+        words = list(queries)
+        unseen = [i for i, w in enumerate(words) if w not in self]
+        if not unseen:
+            return super().most_similar_batch(words, topn, restrict_vocab, as_arrays)
+        seen = [i for i, w in enumerate(words) if w in self]
+        q = np.stack([self.ngram_vector(words[i]) for i in unseen])
+        parts = [(unseen, super().most_similar_batch(q, topn, restrict_vocab, True))]
+        if seen:
+            got = super().most_similar_batch([words[i] for i in seen], topn, restrict_vocab, True)
+            parts.append((seen, got))
+        k = parts[0][1][0].shape[1]
+        idx = np.empty((len(words), k), dtype=np.int64)
+        val = np.empty((len(words), k), dtype=np.float32)
+        for where, (pi, pv) in parts:
+            idx[where], val[where] = pi, pv
+        if as_arrays:
+            return idx, val
+        keys = self.index_to_key
+        return [
+            [(keys[i], float(v)) for i, v in zip(ri, rv, strict=True) if v != -np.inf]
+            for ri, rv in zip(idx.tolist(), val.tolist(), strict=True)
+        ]
+
+    def subword_meta(self) -> dict[str, Any]:
+        """The ``subwords`` entry of ``model.json``."""
+        return {
+            "minn": self.minn,
+            "maxn": self.maxn,
+            "buckets": self.buckets,
+            "hash": SUBWORD_HASH,
+            "file": NGRAMS_FILE,
+            "ngram_rows": int(self.ngram_buckets.size),
+            "word_vectors": "mean of the word's own vector and its n-gram vectors",
+        }
+
+    def save_model_dir(self, path: str) -> None:
+        """Write the full model as a directory any embedpipe reads back with :meth:`load`.
+
+        ``vectors.parquet`` (id, token, vector: the word vectors), ``ngrams.parquet``
+        (bucket, vector) and ``model.json`` (``format_version``, ``subwords``: minn, maxn,
+        buckets, hash, plus the training metadata this object was loaded with).
+        """
+        base = path.rstrip("/")
+        self.save_parquet(fsutil.join(base, "vectors.parquet"))
+        buf = io.BytesIO()
+        pq.write_table(ngrams_table(self.ngram_buckets, self.ngram_vectors), buf,
+                       compression="zstd")  # fmt: skip
+        fsutil.write_bytes_atomic(fsutil.join(base, NGRAMS_FILE), buf.getvalue())
+        meta = {**self.meta, "format_version": FORMAT_VERSION, "dim": self.dim,
+                "vocab_size": len(self), "subwords": self.subword_meta()}  # fmt: skip
+        fsutil.write_text_atomic(
+            fsutil.join(base, "model.json"), json.dumps(meta, indent=2, sort_keys=True)
+        )

@@ -39,13 +39,28 @@ kernel run epoch after epoch (tested). The state after every epoch is checkpoint
 (:mod:`embedpipe.training`); all randomness being a function of ``(seed, epoch, round,
 partition)``, ``--resume`` reaches bit-identical vectors.
 
-Load: ``word2vec/vectors.parquet`` (``syn0``, schema ``VECTORS``, rows by id) and
-``word2vec/model.json`` (settings, ``losses`` per epoch, the per-round log, words/s,
-timings), committed together.
+Subwords (``word2vec.subwords = true``, fastText; :mod:`embedpipe.kernels.subwords`):
+the driver hashes the character n-grams (``word2vec.minn..maxn`` characters) of every
+vocabulary word into ``word2vec.buckets`` buckets and builds each word's input rows
+(its own, then its n-grams'). Only the ``U`` buckets some vocabulary word has can ever
+be trained, so the input matrix is ``(V + U) x dim`` (word rows, then those n-gram rows
+in bucket order) rather than fastText's ``(V + buckets) x dim``; its n-gram part costs
+``U·dim·4`` bytes per copy, at most ``buckets·dim·4`` (stated in the log before training
+and checked against the task memory). The rounds are unchanged: the input matrix is
+broadcast, a task returns the word *and* n-gram rows it touched with their update
+counts, and the driver merges them with the same mean as the word rows. The checkpoint
+holds the n-gram rows too (``ngrams.npy``). The table of input rows is broadcast once.
 
-Cost per round (logged): broadcast ``2·V·dim·4`` bytes (49 MiB at V = 64k, dim 100);
-results ``(4·dim + 12)`` bytes per touched row and matrix, at most
-``S·2·V·(4·dim + 12)``; memory per task see :func:`task_memory_need`.
+Load: ``word2vec/vectors.parquet`` (``syn0``, schema ``VECTORS``, rows by id; with
+subwords the mean of a word's input rows, fastText's ``getWordVector``), with subwords
+``word2vec/ngrams.parquet`` (``bucket, vector``: the U trained n-gram rows, see
+:mod:`embedpipe.vectors`), and ``word2vec/model.json`` (settings, ``subwords``: minn,
+maxn, buckets, hash; ``losses`` per epoch, the per-round log, words/s, timings),
+committed together.
+
+Cost per round (logged): broadcast ``2·V·dim·4`` bytes (49 MiB at V = 64k, dim 100),
+``+ U·dim·4`` with subwords; results ``(4·dim + 12)`` bytes per touched row and matrix,
+at most ``S·(2·V + U)·(4·dim + 12)``; memory per task see :func:`task_memory_need`.
 """
 
 from __future__ import annotations
@@ -69,10 +84,12 @@ from embedpipe import spark as spark_mod
 from embedpipe.config import Config, Merge, W2VMode, Word2VecConfig, to_dict
 from embedpipe.errors import ConfigError, InputError, SchemaError, TrainingDivergedError
 from embedpipe.kernels import sgns
+from embedpipe.kernels import subwords as subword_kernels
 from embedpipe.log import Timer, human_bytes, human_count, human_seconds, logger
 from embedpipe.runs import RunDir, StageResult, fingerprint, log_skip, stage_fingerprint
 from embedpipe.stages.encode import corpus_path
 from embedpipe.stages.vocab import read_vocab
+from embedpipe.vectors import NGRAMS_FILE, SUBWORD_HASH, ngrams_table
 
 VECTORS_FILE = "vectors.parquet"
 MODEL_FILE = "model.json"
@@ -105,9 +122,10 @@ DEFAULT_ALPHA = {W2VMode.SKIPGRAM: 0.025, W2VMode.CBOW: 0.05}
 # ------------------------------------------------------------------ cost model
 
 
-def param_bytes(vocab_size: int, dim: int) -> int:
-    """Bytes of ``syn0`` and ``syn1neg`` (float32): what one round broadcasts."""
-    return 2 * vocab_size * dim * 4
+def param_bytes(vocab_size: int, dim: int, ngram_rows: int = 0) -> int:
+    """Bytes of ``syn0`` and ``syn1neg`` (float32), plus ``ngram_rows`` n-gram rows of
+    the input matrix with subwords: what one round broadcasts."""
+    return (2 * vocab_size + ngram_rows) * dim * 4
 
 
 def row_bytes(dim: int) -> int:
@@ -115,11 +133,62 @@ def row_bytes(dim: int) -> int:
     return 4 * dim + 12
 
 
-def task_memory_need(vocab_size: int, dim: int, max_partition_tokens: int) -> int:
+def task_memory_need(
+    vocab_size: int,
+    dim: int,
+    max_partition_tokens: int,
+    ngram_rows: int = 0,
+    table_rows: int = 0,
+) -> int:
     """Memory a training task needs: the broadcast value, the task's private copy and its
     returned rows (each at most ``param_bytes``), the per-row counts, and its cached
-    partition (4 B per id, offsets, plus an unpickled copy)."""
-    return 3 * param_bytes(vocab_size, dim) + 2 * 8 * vocab_size + 2 * 12 * max_partition_tokens
+    partition (4 B per id, offsets, plus an unpickled copy); with subwords also the
+    broadcast table of ``table_rows`` input rows (4 B each, 8 B per word offset)."""
+    rows = 2 * vocab_size + ngram_rows
+    return (
+        3 * param_bytes(vocab_size, dim, ngram_rows)
+        + 8 * rows
+        + 2 * 12 * max_partition_tokens
+        + 4 * table_rows
+        + (8 * (vocab_size + 1) if table_rows else 0)
+    )
+
+
+def ngram_matrix_bound(w: Word2VecConfig) -> int:
+    """``buckets·dim·4``: the most one copy of the n-gram matrix can take (issue 9)."""
+    return int(w.buckets) * int(w.dim) * 4
+
+
+@dataclass(frozen=True)
+class SubwordPlan:
+    """Every vocabulary word's input rows with subwords (built once on the driver).
+
+    Attributes:
+        used: int64 sorted buckets some vocabulary word has; n-gram row ``V + k`` of the
+            input matrix is bucket ``used[k]``.
+        offsets: int64 ``V + 1`` CSR offsets into ``rows``.
+        rows: int32 input rows of every word: its id, then its n-grams' rows.
+        ngrams: n-gram occurrences over the vocabulary (duplicates counted).
+    """
+
+    used: np.ndarray
+    offsets: np.ndarray
+    rows: np.ndarray
+    ngrams: int
+
+    @property
+    def ngram_rows(self) -> int:
+        """``U``: rows of the n-gram part of the input matrix."""
+        return int(self.used.size)
+
+
+def subword_plan(tokens: list[str], w: Word2VecConfig) -> SubwordPlan:
+    """Hash the n-grams of every token (:func:`~embedpipe.kernels.subwords.subword_table`)
+    and lay out the compact input rows (:func:`~embedpipe.kernels.subwords.input_rows`)."""
+    table = subword_kernels.subword_table(tokens, w.minn, w.maxn, w.buckets)
+    used = table.used()
+    offsets, rows = subword_kernels.input_rows(table, used)
+    return SubwordPlan(used, offsets, rows, int(table.buckets.size))
 
 
 # -------------------------------------------------------------- extract (pure)
@@ -353,6 +422,7 @@ class RoundSettings:
     round_words: int
     total_words: int
     dim: int
+    subwords: bool = False
 
 
 @dataclass(frozen=True)
@@ -374,7 +444,8 @@ def train_task(
     """Task body: train round ``s.round``'s slice of the partition from the broadcast matrices.
 
     Never writes into the broadcast value (shared by the tasks of a Python worker): the
-    kernel trains a private copy.
+    kernel trains a private copy. ``tables_bc`` holds ``(keep, cdf)``, with subwords also
+    the input rows ``(offsets, rows)`` of :class:`SubwordPlan`.
     """
     for p, data in items:
         t0 = time.perf_counter()
@@ -384,17 +455,22 @@ def train_task(
             yield p, _empty_update(s.dim), TaskStats(p, 0, 0, 0, 0.0, 0, 0.0)
             continue
         syn0_b, syn1_b = params_bc.value
-        keep, cdf = tables_bc.value
+        keep, cdf, *table = tables_bc.value
         syn0 = np.array(syn0_b, dtype=np.float32, copy=True, order="C")
         syn1 = np.array(syn1_b, dtype=np.float32, copy=True, order="C")
-        st = sgns.train_partition(
-            ids, offsets, syn0, syn1, keep, cdf,
+        kw = dict(
             mode=s.mode, window=s.window, negative=s.negative,
             alpha_start=s.alpha * s.alpha_scale, alpha_end=s.min_alpha * s.alpha_scale,
             words_done_before=s.words_done_before, total_words=s.total_words,
             words_scale=s.round_words / local,
             seed=sgns.derive_seed(s.seed, s.epoch, s.round, p), loss_every=LOSS_EVERY,
         )  # fmt: skip
+        if s.subwords:
+            st = subword_kernels.train_partition(
+                ids, offsets, syn0, syn1, table[0], table[1], keep, cdf, **kw
+            )
+        else:
+            st = sgns.train_partition(ids, offsets, syn0, syn1, keep, cdf, **kw)
         update = sgns.row_update(syn0, syn1, st)
         yield p, update, TaskStats(
             p, st.raw_words, st.trained_words, st.examples, st.loss_sum, st.loss_terms,
@@ -588,9 +664,13 @@ _STATE_KEYS = ("losses", "epoch_seconds", "epoch_words", "trained_words", "round
 
 
 def _start_state(
-    root: str, ckpt_fp: str, resume: bool, V: int, dim: int, w: Word2VecConfig
+    root: str, ckpt_fp: str, resume: bool, V: int, dim: int, w: Word2VecConfig, ngram_rows: int = 0
 ) -> dict[str, Any]:
-    """Fresh matrices (epoch 0), or the last matching checkpoint when resuming."""
+    """Fresh matrices (epoch 0), or the last matching checkpoint when resuming.
+
+    ``state["syn0"]`` is the input matrix: ``V`` word rows, then with subwords
+    ``ngram_rows`` n-gram rows (checkpointed apart as ``ngrams``).
+    """
     state: dict[str, Any] = {k: [] for k in _STATE_KEYS}
     state.update(epoch=0, result_bytes=0, resumed_from=0)
     info = training.latest_info(root)
@@ -599,11 +679,14 @@ def _start_state(
         if ckpt is not None and ckpt.epoch <= w.epochs:
             syn0 = np.ascontiguousarray(ckpt.arrays["syn0"], np.float32)
             syn1 = np.ascontiguousarray(ckpt.arrays["syn1neg"], np.float32)
-            if syn0.shape != (V, dim) or syn1.shape != (V, dim):
+            grams = ckpt.arrays.get("ngrams", np.empty((0, dim), np.float32))
+            if syn0.shape != (V, dim) or syn1.shape != (V, dim) or grams.shape != (ngram_rows, dim):
                 raise InputError(
-                    f"{root}: checkpoint shape {syn0.shape} != ({V}, {dim}); delete it and "
-                    "re-run without --resume"
+                    f"{root}: checkpoint shapes {syn0.shape}, {grams.shape} != ({V}, {dim}), "
+                    f"({ngram_rows}, {dim}); delete it and re-run without --resume"
                 )
+            if ngram_rows:
+                syn0 = np.ascontiguousarray(np.vstack([syn0, grams]), np.float32)
             state.update({k: ckpt.meta[k] for k in _STATE_KEYS if k in ckpt.meta})
             state.update(epoch=ckpt.epoch, resumed_from=ckpt.epoch, syn0=syn0, syn1=syn1)
             logger.info("word2vec resuming after epoch %d/%d from %s", ckpt.epoch, w.epochs, root)
@@ -622,18 +705,19 @@ def _start_state(
     elif info is not None:
         logger.info("word2vec ignoring the checkpoint of epoch %d in %s (pass --resume to "
                     "continue from it); starting at epoch 1", info["epoch"], root)  # fmt: skip
-    # Epoch e, round r, partition p draw from (seed, e, r, p); (seed, 0) initialises.
+    # Epoch e, round r, partition p draw from (seed, e, r, p); (seed, 0) initialises the
+    # words (the same start as without subwords), (seed, 0, 1) the n-gram rows.
     state["syn0"], state["syn1"] = sgns.init_params(V, dim, sgns.derive_seed(w.seed, 0))
+    if ngram_rows:
+        grams = subword_kernels.init_ngrams(ngram_rows, dim, sgns.derive_seed(w.seed, 0, 1))
+        state["syn0"] = np.ascontiguousarray(np.vstack([state["syn0"], grams]))
     return state
 
 
 def _validate(w: Word2VecConfig, V: int, rows: int, S: int) -> None:
     """Refuse settings the stage cannot train, with the key to change."""
     if w.subwords:
-        raise ConfigError(
-            "word2vec.subwords = true is not implemented in this version; set "
-            "word2vec.subwords = false"
-        )
+        subword_kernels.check_settings(w.minn, w.maxn, w.buckets)
     if V < 2:
         raise InputError(
             f"word2vec needs at least 2 vocabulary words, the vocabulary has {V}; lower "
@@ -694,19 +778,41 @@ def run(
     cdf = sgns.noise_cdf(counts)
     total_words = N * E
 
-    need = task_memory_need(V, dim, math.ceil(N / S))
+    plan: SubwordPlan | None = None
+    U = 0
+    if w.subwords:
+        with Timer() as t_plan:
+            plan = subword_plan(tokens.to_pylist(), w)
+        U = plan.ngram_rows
+        # Memory up front (issue 9): one copy of the n-gram matrix is bounded by
+        # buckets·dim·4; only the buckets some word has are held (the others never train).
+        logger.info(
+            "word2vec subwords n=%d..%d: %s n-grams over %s words (%.1f per word) fall in %s of "
+            "%s buckets (%.1fs); n-gram matrix per copy: at most buckets x dim x 4 = %s, held "
+            "%s (%s used buckets x dim x 4); a task holds 3 copies (broadcast, its own, "
+            "returned rows)",
+            w.minn, w.maxn, human_count(plan.ngrams), f"{V:,}", plan.ngrams / V, f"{U:,}",
+            f"{w.buckets:,}", t_plan.seconds, human_bytes(ngram_matrix_bound(w)),
+            human_bytes(U * dim * 4), f"{U:,}",
+        )  # fmt: skip
+    table_rows = int(plan.rows.size) if plan is not None else 0
+    need = task_memory_need(V, dim, math.ceil(N / S), U, table_rows)
+    what = f"word2vec (V={V:,} x dim {dim}, ~{human_count(N / S)} tokens/partition)"
+    if plan is not None:
+        what = f"word2vec with subwords (V={V:,} + {U:,} n-gram rows x dim {dim})"
     spark_mod.check_task_memory(
-        spark, need, f"word2vec (V={V:,} x dim {dim}, ~{human_count(N / S)} tokens/partition)",
-        "word2vec.dim or the vocabulary (vocab.min_count / vocab.max_size)",
+        spark, need, what,
+        "word2vec.dim or the vocabulary (vocab.min_count / vocab.max_size)"
+        + (" or word2vec.buckets / word2vec.maxn" if plan is not None else ""),
     )  # fmt: skip
-    bcast = param_bytes(V, dim)
+    bcast = param_bytes(V, dim, U)
     logger.info(
         "word2vec %s V=%s dim=%d S=%d R=%d merge=%s alpha %g (x%g in a partition): %s "
-        "words/epoch x %d epochs; per round: broadcast %s (2·V·dim·4 B), results <= %s; task "
+        "words/epoch x %d epochs; per round: broadcast %s (%s·dim·4 B), results <= %s; task "
         "memory ~%s (limit %s)",
         w.mode.value, f"{V:,}", dim, S, R, w.merge.value, alpha, alpha_scale(w, S),
-        human_count(N), E, human_bytes(bcast),
-        human_bytes(S * 2 * V * row_bytes(dim)), human_bytes(need),
+        human_count(N), E, human_bytes(bcast), "(2·V + U)" if U else "2·V",
+        human_bytes(S * (2 * V + U) * row_bytes(dim)), human_bytes(need),
         human_bytes(spark_mod.task_memory_bytes(spark)),
     )  # fmt: skip
 
@@ -715,8 +821,8 @@ def run(
         "word2vec-checkpoint", FORMAT_VERSION, to_dict(w), inputs,
         {u: run_dir.require(u)["fingerprint"] for u in ("vocab", "encode")},
     )  # fmt: skip
-    state = _start_state(ckpt_root, ckpt_fp, resume, V, dim, w)
-    syn0, syn1 = state.pop("syn0"), state.pop("syn1")
+    state = _start_state(ckpt_root, ckpt_fp, resume, V, dim, w, U)
+    syn0, syn1 = state.pop("syn0"), state.pop("syn1")  # syn0: word rows, then n-gram rows
 
     sc = spark.sparkContext
     load_seconds = 0.0
@@ -725,7 +831,8 @@ def run(
             with Timer() as t_load:
                 data, slice_words = load_partitions(spark, corpus_path(run_dir), S, R, V)
             load_seconds = t_load.seconds
-            tables_bc = sc.broadcast((keep, cdf))
+            tables = (keep, cdf) if plan is None else (keep, cdf, plan.offsets, plan.rows)
+            tables_bc = sc.broadcast(tables)
             try:
                 if int(slice_words.sum()) != N:
                     raise InputError(
@@ -742,9 +849,11 @@ def run(
                         sc, data, tables_bc, syn0, syn1, w, alpha, epoch, slice_words,
                         total_words, state,
                     )  # fmt: skip
+                    arrays = {"syn0": syn0[:V], "syn1neg": syn1}
+                    if U:
+                        arrays["ngrams"] = syn0[V:]
                     training.save_checkpoint(
-                        ckpt_root, epoch, {"syn0": syn0, "syn1neg": syn1}, ckpt_fp,
-                        {k: state[k] for k in _STATE_KEYS},
+                        ckpt_root, epoch, arrays, ckpt_fp, {k: state[k] for k in _STATE_KEYS},
                     )  # fmt: skip
                     state["epoch"] = epoch
                     if on_epoch is not None:
@@ -754,9 +863,21 @@ def run(
                 data.unpersist()
 
     tmp = run_dir.begin("word2vec")
+    words = syn0 if plan is None else subword_kernels.compose(syn0, plan.offsets, plan.rows)
     fsutil.write_bytes_atomic(
-        fsutil.join(tmp, VECTORS_FILE), table_bytes(vectors_table(tokens, syn0))
+        fsutil.join(tmp, VECTORS_FILE), table_bytes(vectors_table(tokens, words))
     )
+    subword_info: dict[str, Any] = {}
+    if plan is not None:
+        fsutil.write_bytes_atomic(
+            fsutil.join(tmp, NGRAMS_FILE), table_bytes(ngrams_table(plan.used, syn0[V:]))
+        )
+        subword_info = {"subwords": {
+            "minn": w.minn, "maxn": w.maxn, "buckets": w.buckets, "hash": SUBWORD_HASH,
+            "file": NGRAMS_FILE, "ngram_rows": U, "ngram_occurrences": plan.ngrams,
+            "ngram_matrix_bytes": U * dim * 4, "ngram_matrix_bound_bytes": ngram_matrix_bound(w),
+            "word_vectors": "mean of the word's own vector and its n-gram vectors",
+        }}  # fmt: skip
     ep = state["epoch_seconds"]
     mean_epoch = float(np.mean(ep)) if ep else 0.0
     words_per_second = N / mean_epoch if mean_epoch else 0.0
@@ -771,7 +892,8 @@ def run(
         "alpha_scale": alpha_scale(w, S),
         "corpus_words": N,
         "total_words": total_words,
-        "output": "syn0",
+        "output": "syn0" if plan is None else "mean of syn0 word row and n-gram rows",
+        **subword_info,
         "losses": [float(v) for v in state["losses"]],
         "trained_words": state["trained_words"],
         "rounds": state["rounds"],
@@ -792,6 +914,11 @@ def run(
         f"({human_count(words_per_second)} words/s), per round {human_bytes(bcast)} broadcast + "
         f"{human_bytes(state['result_bytes'])} results"
     )
+    if plan is not None:
+        summary += (
+            f"; subwords n={w.minn}..{w.maxn}: {U:,} of {w.buckets:,} buckets, "
+            f"n-gram matrix {human_bytes(U * dim * 4)}"
+        )
     if state["resumed_from"]:
         summary += f"; resumed after epoch {state['resumed_from']}"
     record = run_dir.commit("word2vec", tmp, {
@@ -799,7 +926,8 @@ def run(
         "config": {"word2vec": to_dict(w)},
         "inputs": {**inputs, "encode": enc_rec["fingerprint"], "vocab": vocab_rec["fingerprint"]},
         "counts": {"vocab_size": V, "dim": dim, "partitions": S, "rounds_per_epoch": R,
-                   "epochs": E, "corpus_words": N, "final_loss": final_loss},
+                   "epochs": E, "corpus_words": N, "final_loss": final_loss,
+                   **({"ngram_rows": U} if plan is not None else {})},
         "timings": {"seconds": round(total.seconds, 3), "load_seconds": round(load_seconds, 3),
                     "seconds_per_epoch": round(mean_epoch, 3),
                     "words_per_second": round(words_per_second)},
@@ -833,7 +961,7 @@ def _train_epoch(
             mode=w.mode.value, window=w.window, negative=w.negative, alpha=alpha,
             min_alpha=w.min_alpha, seed=w.seed, epoch=epoch, partitions=S, round=r,
             alpha_scale=alpha_scale(w, S), words_done_before=done, round_words=round_words,
-            total_words=total_words, dim=w.dim,
+            total_words=total_words, dim=w.dim, subwords=bool(w.subwords),
         )  # fmt: skip
         t0 = time.perf_counter()
         try:
@@ -889,7 +1017,8 @@ def _train_epoch(
 
 
 def model_path(run_dir: RunDir) -> str:
-    """URI of a finished run's ``word2vec/`` model directory (vectors.parquet + model.json)."""
+    """URI of a finished run's ``word2vec/`` model directory (vectors.parquet + model.json,
+    with subwords also ngrams.parquet)."""
     run_dir.require("word2vec")
     return run_dir.path("word2vec")
 
@@ -897,12 +1026,14 @@ def model_path(run_dir: RunDir) -> str:
 __all__ = [
     "PartitionData",
     "RoundSettings",
+    "SubwordPlan",
     "TaskStats",
     "align_updates",
     "alpha_at",
     "assemble_partition",
     "load_partitions",
     "model_path",
+    "ngram_matrix_bound",
     "pack_batches",
     "param_bytes",
     "resolve_alpha",
@@ -910,6 +1041,7 @@ __all__ = [
     "row_bytes",
     "run",
     "slice_bounds",
+    "subword_plan",
     "task_memory_need",
     "train_task",
     "vectors_table",

@@ -316,7 +316,7 @@ def test_resume_reaches_the_uninterrupted_vectors(spark, sample_run, tmp_path):
 @pytest.mark.parametrize(
     "overrides,error,match",
     [
-        (["word2vec.subwords=true"], ConfigError, "word2vec.subwords"),
+        (["word2vec.subwords=true", "word2vec.minn=7"], ConfigError, "word2vec.minn"),
         (["word2vec.partitions=100000"], ConfigError, "word2vec.partitions"),
         (["word2vec.sample=1"], ConfigError, "word2vec.sample"),
         (["word2vec.mode=cbow", "word2vec.min_alpha=0.06"], ConfigError, "min_alpha"),
