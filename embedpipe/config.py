@@ -150,6 +150,11 @@ class GloveConfig:
     alpha: float = _opt(0.75, 0.0, 10.0)
     eta: float = _opt(0.05, 1e-12, 10.0, doc="initial AdaGrad learning rate")
     local_epochs: int = _opt(1, 1, doc="passes over a shard between parameter exchanges")
+    rounds_per_epoch: int = _opt(
+        1, 1, 1000,
+        doc="parameter exchanges per epoch, each over 1/R of every shard's entries: keeps "
+        "S >= 4 shards in step (R x the exchange cost)",
+    )  # fmt: skip
     schedule: GloveSchedule = _opt(GloveSchedule.AVERAGE)
     merge: GloveMerge = _opt(
         GloveMerge.SCALED,

@@ -509,8 +509,15 @@ def train_shard(
     bias_eta: float | None = None,
     grad_clip: float = GRAD_CLIP,
     context_scale: float = 1.0,
+    part: tuple[int, int] = (0, 1),
 ) -> ShardResult:
     """Train ``passes`` AdaGrad passes over one shard's entries, starting from ``params``.
+
+    ``part = (r, R)`` trains only round ``r`` of ``R`` (``glove.rounds_per_epoch``): the
+    ``r``-th of ``R`` equal slices of the shard's entries in the order
+    ``shuffle_order(n, seed)``, so the ``R`` rounds of an epoch (same ``seed``) visit
+    every entry exactly once; the slice is then trained as a shard of its own with seed
+    ``(*seed, r)``. ``R = 1`` is the whole shard (the slice is not taken).
 
     ``params`` is never modified (in Spark it is a broadcast value shared by the
     tasks of an executor): the touched rows are gathered into compact local arrays,
@@ -525,6 +532,19 @@ def train_shard(
     if passes < 1:
         raise InputError(f"glove.local_epochs must be >= 1, got {passes}")
     seed_t = (seed,) if isinstance(seed, int | np.integer) else tuple(seed)
+    r, R = int(part[0]), int(part[1])
+    if R < 1 or not 0 <= r < R:
+        raise InputError(f"round {r} of glove.rounds_per_epoch = {R} is out of range")
+    if R > 1:
+        # Sorted back so the slice keeps the shard's (i, j) order: the rows it touches
+        # are compacted the same way, and the passes shuffle it with their own seeds.
+        n = i.size
+        idx = np.sort(shuffle_order(n, seed_t)[r * n // R : (r + 1) * n // R])
+        return train_shard(
+            i[idx], j[idx], x[idx], params, seed=(*seed_t, r), passes=passes, x_max=x_max,
+            alpha=alpha, eta=eta, bias_eta=bias_eta, grad_clip=grad_clip,
+            context_scale=context_scale,
+        )  # fmt: skip
     w_rows, li, w_counts = _compact(i, V)
     c_rows, lj, c_counts = _compact(j, V)
     local = GloveParams(

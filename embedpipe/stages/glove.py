@@ -20,15 +20,17 @@ gradient estimates the whole column's) and keeps the mean of the shards' changes
 AdaGrad sums adding up, which tracks S = 1 closely; ``"average"`` (the count-weighted
 mean of DESIGN.md) applies ~1/S of a sequential pass's change per epoch, so the
 context side learns ~S times slower (bench/RESULTS.md ``glove-merge``). One round trip
-through the driver per epoch; the state after every epoch is checkpointed
-(:mod:`embedpipe.training`), so ``--resume`` continues an interrupted run and, every
-epoch's randomness being a function of ``(seed, epoch, shard)`` only, reaches
-bit-identical vectors.
+through the driver per epoch, or ``glove.rounds_per_epoch`` = R: each round trains the
+next 1/R of every shard's entries (in the epoch's seeded order) and merges, which keeps
+many shards closer to sequential training at R times the exchange cost; the state
+after every epoch is checkpointed (:mod:`embedpipe.training`), so ``--resume``
+continues an interrupted run and, every epoch's randomness being a function of
+``(seed, epoch, shard)`` only, reaches bit-identical vectors.
 
 Load: ``glove/vectors.parquet`` (``W + C``, schema ``VECTORS``) and ``glove/model.json``
 (settings, losses and timings per epoch, exchange bytes), committed together.
 
-Cost per epoch (logged): broadcast ``4·V·(dim+1)·4`` bytes (103 MB at V = 64k,
+Cost per epoch (logged), times R: broadcast ``4·V·(dim+1)·4`` bytes (103 MB at V = 64k,
 dim 100); results ``(8·dim + 20)`` bytes per touched row, at most
 ``(V/S + V)·(8·dim + 20)`` per shard. Memory (checked up front, :func:`check_memory`):
 per task :func:`task_memory_need`, times the tasks an executor runs at once; the driver
@@ -37,6 +39,7 @@ per task :func:`task_memory_need`, times the tasks an executor runs at once; the
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import json
@@ -304,6 +307,8 @@ class TrainSettings:
     context_scale: float = 1.0
     #: glove.c's ``-grad-clip``; not a config key (tests lift it to force a divergence).
     grad_clip: float = kernel.GRAD_CLIP
+    #: ``(r, R)``: round r of ``glove.rounds_per_epoch`` (see ``kernel.train_shard``).
+    part: tuple[int, int] = (0, 1)
 
     @classmethod
     def of(cls, g: GloveConfig, epoch: int, shards: int) -> TrainSettings:
@@ -330,6 +335,7 @@ def train_partition(
             seed=(settings.seed, settings.epoch, k), passes=settings.passes,
             x_max=settings.x_max, alpha=settings.alpha, eta=settings.eta,
             grad_clip=settings.grad_clip, context_scale=settings.context_scale,
+            part=settings.part,
         )  # fmt: skip
         yield k, res, time.perf_counter() - t0, time.thread_time() - c0
 
@@ -427,18 +433,21 @@ def run(
     plan = memory_plan(V, dim, sizes, concurrent_tasks(spark))
     check_memory(spark, plan, f"GloVe (V={V:,} x dim {dim}, S={S}, largest shard "
                  f"{max(sizes):,} entries)")  # fmt: skip
-    bcast = param_bytes(V, dim)
+    # Every round of an epoch broadcasts the parameters and collects the touched rows.
+    R = g.rounds_per_epoch
+    bcast = param_bytes(V, dim) * R
     logger.info(
-        "glove    V=%s dim=%d S=%d: %s entries (largest shard %s); per epoch: broadcast %s "
-        "(4·V·(dim+1)·4 B), results <= %s; memory ~%s per task x %d concurrent, driver ~%s "
-        "(executor limit %s); merge %s",
+        "glove    V=%s dim=%d S=%d R=%d: %s entries (largest shard %s); per epoch: broadcast "
+        "%s (R·4·V·(dim+1)·4 B), results <= %s; memory ~%s per task x %d concurrent, driver "
+        "~%s (executor limit %s); merge %s",
         f"{V:,}",
         dim,
         S,
+        R,
         human_count(entries),
         human_count(max(sizes)),
         human_bytes(bcast),
-        human_bytes(S * (math.ceil(V / S) + V) * row_bytes(dim)),
+        human_bytes(R * S * (math.ceil(V / S) + V) * row_bytes(dim)),
         human_bytes(plan.task),
         plan.concurrent,
         human_bytes(plan.driver),
@@ -617,49 +626,67 @@ def _train_epoch(
     entries: int,
     state: dict[str, Any],
 ) -> kernel.GloveParams:
-    """One epoch: broadcast, train every shard, collect, merge; log the epoch line."""
+    """One epoch of ``glove.rounds_per_epoch`` rounds (broadcast, train every shard's
+    slice, collect, merge); log the epoch line."""
     t0 = time.perf_counter()
-    bc = sc.broadcast(params)
-    try:
-        settings = TrainSettings.of(g, epoch, shards)
-        task = functools.partial(train_partition, bc=bc, settings=settings)
-        out = sorted(data.mapPartitions(task).collect(), key=lambda r: r[0])
-    finally:
-        bc.destroy()
-    results = [r for _, r, _, _ in out]
-    loss = epoch_loss(results)
-    for k, r, _, _ in out:
-        if r.diverged:
-            raise TrainingDivergedError(
-                f"GloVe diverged at epoch {epoch}/{epochs} in shard {k} (loss per pass "
-                f"{r.losses.tolist()}); lower glove.eta (now {g.eta:g}, try {g.eta / 2:g}) "
-                "and re-run with --force; nothing was written"
+    R = g.rounds_per_epoch
+    base = TrainSettings.of(g, epoch, shards)
+    cost = 0.0
+    n_entries = 0
+    train = 0.0
+    cpu = [0.0] * shards
+    sent = 0
+    for r in range(R):
+        bc = sc.broadcast(params)
+        try:
+            settings = dataclasses.replace(base, part=(r, R))
+            task = functools.partial(train_partition, bc=bc, settings=settings)
+            out = sorted(data.mapPartitions(task).collect(), key=lambda o: o[0])
+        finally:
+            bc.destroy()
+        where = f"epoch {epoch}/{epochs}" + (f" round {r + 1}/{R}" if R > 1 else "")
+        for k, res, _, _ in out:
+            if res.diverged:
+                raise TrainingDivergedError(
+                    f"GloVe diverged at {where} in shard {k} (loss per pass "
+                    f"{res.losses.tolist()}); lower glove.eta (now {g.eta:g}, try {g.eta / 2:g}) "
+                    "and re-run with --force; nothing was written"
+                )
+        if [k for k, _, _, _ in out] != list(range(shards)):
+            raise InputError(
+                f"expected results of shards 0..{shards - 1}, got {[k for k, *_ in out]}"
             )
+        merger = kernel.ParamMerger(params, g.merge.value, shards=shards)
+        for k, res, _, _ in out:
+            merger.add(res, shard=k)
+        try:
+            params = merger.result()
+        except TrainingDivergedError as e:
+            raise TrainingDivergedError(
+                f"GloVe parameters became non-finite at {where}; lower glove.eta "
+                f"(now {g.eta:g}, try {g.eta / 2:g}) and re-run with --force"
+            ) from e
+        results = [res for _, res, _, _ in out]
+        cost += sum(float(res.losses[-1]) for res in results)
+        n_entries += sum(res.entries for res in results)
+        sent += sum(result_bytes(res) for res in results)
+        # Training's share of the round: the slowest task, or the task time per core when
+        # there are more tasks than cores (they run in waves); the rest is exchange/overhead.
+        walls = [w for _, _, w, _ in out]
+        cores = max(1, min(len(walls), int(sc.defaultParallelism)))
+        train += max(max(walls, default=0.0), sum(walls) / cores)
+        for k, _, _, c in out:
+            cpu[k] += c
+    # glove.c's per-entry cost of the epoch (the shards' last passes over all entries).
+    loss = cost / n_entries if n_entries else 0.0
     training.check_loss(loss, epoch, epochs, "glove.eta", g.eta)
-    if [k for k, _, _, _ in out] != list(range(shards)):
-        raise InputError(f"expected results of shards 0..{shards - 1}, got {[k for k, *_ in out]}")
-    merger = kernel.ParamMerger(params, g.merge.value, shards=shards)
-    for k, r, _, _ in out:
-        merger.add(r, shard=k)
-    try:
-        params = merger.result()
-    except TrainingDivergedError as e:
-        raise TrainingDivergedError(
-            f"GloVe parameters became non-finite at epoch {epoch}/{epochs}; lower glove.eta "
-            f"(now {g.eta:g}, try {g.eta / 2:g}) and re-run with --force"
-        ) from e
     seconds = time.perf_counter() - t0
-    # Training's share of the epoch: the slowest task, or the task time per core when
-    # there are more tasks than cores (they run in waves); the rest is exchange/overhead.
-    walls = [s for _, _, s, _ in out]
-    cores = max(1, min(len(walls), int(sc.defaultParallelism)))
-    train = max(max(walls, default=0.0), sum(walls) / cores)
     state["losses"].append(loss)
     state["epoch_seconds"].append(round(seconds, 3))
     state["train_seconds"].append(round(train, 3))
     state["exchange_seconds"].append(round(seconds - train, 3))
-    state["task_cpu_seconds"].append([round(c, 3) for _, _, _, c in out])
-    state["result_bytes"] = sum(result_bytes(r) for r in results)
+    state["task_cpu_seconds"].append([round(c, 3) for c in cpu])
+    state["result_bytes"] = sent
     eta = training.eta_seconds(state["epoch_seconds"][-5:], epochs - epoch)
     logger.info(
         "glove    %s",

@@ -227,6 +227,34 @@ def test_train_shard_leaves_params_alone_and_reports_counts():
     assert res.word.vec.shape == (3, dim) and res.context.gbias.shape == (3,)
 
 
+def test_rounds_visit_every_entry_once_and_one_round_is_the_whole_shard():
+    rng = np.random.default_rng(3)
+    V, dim, n = 30, 4, 101
+    i = rng.integers(0, V, n).astype(np.int32)
+    j = rng.integers(0, V, n).astype(np.int32)
+    x = rng.uniform(1, 5, n).astype(np.float32)
+    start = glove.init_params(V, dim, seed=0)
+    whole = glove.train_shard(i, j, x, start, seed=(1, 2, 0))
+    one = glove.train_shard(i, j, x, start, seed=(1, 2, 0), part=(0, 1))
+    np.testing.assert_array_equal(whole.word.vec, one.word.vec)
+    R = 4
+    parts = [glove.train_shard(i, j, x, start, seed=(1, 2, 0), part=(r, R)) for r in range(R)]
+    assert sum(p.entries for p in parts) == n
+    for side, full in (("word", i), ("context", j)):
+        counts = np.zeros(V, dtype=np.int64)
+        for p in parts:
+            block = getattr(p, side)
+            counts[block.rows] += block.counts
+        np.testing.assert_array_equal(counts, np.bincount(full, minlength=V))
+    # The slices come from the seeded order: another seed cuts them differently.
+    other = glove.train_shard(i, j, x, start, seed=(1, 3, 0), part=(0, R))
+    assert not np.array_equal(other.word.rows, parts[0].word.rows) or not np.array_equal(
+        other.word.counts, parts[0].word.counts
+    )
+    with pytest.raises(InputError, match="rounds_per_epoch"):
+        glove.train_shard(i, j, x, start, seed=1, part=(4, 4))
+
+
 def _block(rows, counts, value, dim):
     n = len(rows)
     return glove.RowBlock(
