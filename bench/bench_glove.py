@@ -245,7 +245,7 @@ def report(
     cooc: dict,
     nnz: int,
     png: Path,
-    others: dict[int, dict] | None = None,
+    others: dict[str, dict[int, dict]] | None = None,
 ) -> str:
     """The Markdown of the ``glove`` section."""
     lines = [
@@ -270,16 +270,20 @@ def report(
         "| load s | final loss | WS353 | SimLex-999 | analogy 3CosAdd | movie reviews | load avg |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    other = "average" if args.merge == "scaled" else "scaled"
+    def rounds(m: dict) -> str:
+        r = m.get("settings", {}).get("rounds_per_epoch", 1)
+        return f", R={r}" if r > 1 else ""
+
     rows = [
-        (f"embedpipe S={s} ({args.merge}"
+        (f"embedpipe S={s} ({args.merge}{rounds(m)}"
          + ("; stored from an earlier invocation: quality is deterministic, its times are "
             "not from this run" if m.get("stored") else "") + ")", m)
         for s, m in sorted(ours.items())
     ]  # fmt: skip
     rows += [
-        (f"embedpipe S={s} ({other}; earlier run, `--merge {other}`)", m)
-        for s, m in sorted((others or {}).items())
+        (f"embedpipe S={s} ({label}{rounds(m)}; earlier run)", m)
+        for label, runs in (others or {}).items()
+        for s, m in sorted(runs.items())
     ]
     for label, m in rows:
         sc = m.get("scores", {})
@@ -330,7 +334,7 @@ def report(
             )
             + "."
         )
-    for merge, runs in ((args.merge, ours), (other, others or {})):
+    for merge, runs in ((args.merge, ours), *(others or {}).items()):
         if 1 in ours and 4 in runs and "scores" in ours[1] and "scores" in runs[4]:
             a, b = ours[1]["scores"], runs[4]["scores"]
             ok = (
@@ -338,6 +342,7 @@ def report(
                 and abs(b["simlex999"] - a["simlex999"]) <= 0.02
                 and abs(b["analogy"] - a["analogy"]) <= 0.02
             )
+            merge += rounds(runs[4])
             lines.append(
                 f"S = 4 ({merge}) vs S = 1: WS353 {b['ws353'] - a['ws353']:+.3f}, SimLex "
                 f"{b['simlex999'] - a['simlex999']:+.3f}, analogy "
@@ -359,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-eval", action="store_true", help="timing only, no scores")
     ap.add_argument("--driver-memory", default="6g")
     ap.add_argument("--merge", default="scaled", choices=("scaled", "average"))
+    ap.add_argument("--rounds", type=int, default=1, help="glove.rounds_per_epoch (S > 1)")
     ap.add_argument("--run", default=str(RUN))
     ap.add_argument("--build-only", action="store_true", help="only build the matrix")
     ap.add_argument(
@@ -377,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         f"input.path={CORPUS}", "vocab.tokenizer=whitespace", "vocab.min_count=5",
         "cooccur.window=10", "cooccur.weighting=harmonic", "cooccur.shards=4", "glove.dim=100",
         f"glove.epochs={args.epochs}", f"glove.x_max={args.x_max}", "glove.alpha=0.75",
-        "glove.eta=0.05", f"glove.merge={args.merge}",
+        "glove.eta=0.05", f"glove.merge={args.merge}", f"glove.rounds_per_epoch={args.rounds}",
     ])  # fmt: skip
     run = RunDir(args.run)
     tag = f"xmax{args.x_max:g}-e{args.epochs}"
@@ -388,15 +394,24 @@ def main(argv: list[str] | None = None) -> int:
     ours: dict[int, dict] = {}
     peer = None
 
-    def ours_path(s: int, merge: str) -> Path:
-        """Measurements of S = s; the default merge has no merge in its name."""
-        return OUT / f"glove-S{s}{'' if merge == 'scaled' else '-' + merge}-{tag}.json"
+    def ours_path(s: int, merge: str, rounds: int | None = None) -> Path:
+        """Measurements of S = s; the default merge has no merge in its name, R = 1 no R.
+        S = 1 has no merge and its one shard no rounds worth measuring: always R = 1."""
+        r = 1 if s == 1 else (args.rounds if rounds is None else rounds)
+        name = f"glove-S{s}{'' if merge == 'scaled' else '-' + merge}"
+        return OUT / f"{name}{'' if r == 1 else f'-R{r}'}-{tag}.json"
 
-    def load_others() -> dict[int, dict]:
-        """Runs with the other merge mode, kept from an earlier invocation (S > 1 only)."""
+    def load_others() -> dict[str, dict[int, dict]]:
+        """Runs kept from an earlier invocation (S > 1): the other merge mode (R = 1), and
+        with ``--rounds`` > 1 this merge with R = 1."""
         other = "average" if args.merge == "scaled" else "scaled"
-        found = {s: ours_path(s, other) for s in (2, 4)}
-        return {s: json.loads(p.read_text()) for s, p in found.items() if p.exists()}
+        found = {other: {s: ours_path(s, other, 1) for s in (2, 4)}}
+        if args.rounds > 1:
+            found[args.merge] = {s: ours_path(s, args.merge, 1) for s in (2, 4)}
+        return {
+            label: {s: json.loads(p.read_text()) for s, p in paths.items() if p.exists()}
+            for label, paths in found.items()
+        }
 
     def write() -> str:
         """(Re)write the section and the plot from what has finished so far."""

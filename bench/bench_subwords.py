@@ -181,10 +181,12 @@ def prepare(spark: Any, corpus: Path, name: str) -> tuple[Any, list[str], int, d
     return run, base, int(rec["counts"]["kept_tokens"]), counts
 
 
-def ours_config(base: list[str], subwords: bool, epochs: int | None = None) -> Any:
+def ours_config(
+    base: list[str], subwords: bool, epochs: int | None = None, seed: int | None = None
+) -> Any:
     from embedpipe.config import load_config
 
-    s = SETTINGS
+    s = {**SETTINGS, **({"seed": seed} if seed is not None else {})}
     return load_config(None, [
         *base, "word2vec.mode=skipgram", "word2vec.partitions=2",
         f"word2vec.epochs={epochs or s['epochs']}", f"word2vec.sample={s['sample']}",
@@ -194,13 +196,15 @@ def ours_config(base: list[str], subwords: bool, epochs: int | None = None) -> A
     ])  # fmt: skip
 
 
-def run_ours(spark, run, base, n_words, subwords: bool, query: list[str]) -> dict[str, Any]:
+def run_ours(
+    spark, run, base, n_words, subwords: bool, query: list[str], seed: int | None = None
+) -> dict[str, Any]:
     """Train, score; ``query`` words' vectors (None when the model has none) come back too."""
     from embedpipe import fsutil
     from embedpipe.stages import word2vec
     from embedpipe.vectors import Vectors
 
-    cfg = ours_config(base, subwords)
+    cfg = ours_config(base, subwords, seed=seed)
     with PeakRSS() as peak, CpuMeter() as cpu:
         t0 = time.perf_counter()
         word2vec.run(spark, cfg, run, force=True)
@@ -209,6 +213,7 @@ def run_ours(spark, run, base, n_words, subwords: bool, query: list[str]) -> dic
     vec = Vectors.load(run.path("word2vec"))
     out = {
         "system": "embedpipe", "subwords": subwords, "partitions": 2, "wall_s": wall,
+        "seed": seed if seed is not None else SETTINGS["seed"],
         "train_s": sum(model["epoch_seconds"]), "load_s": model["load_seconds"],
         "cpu_s": cpu.seconds, "peak_gib": peak.gib, "words": n_words * SETTINGS["epochs"],
         "words_per_s": n_words * SETTINGS["epochs"] / wall, "losses": model["losses"],
@@ -455,8 +460,43 @@ def render(data: dict[str, Any]) -> None:
                   f"the vocabulary; the others are never trained). Per round: broadcast "
                   f"{a['broadcast_bytes'] / 2**20:.0f} MiB, results "
                   f"{a['result_bytes'] / 2**20:.0f} MiB.")  # fmt: skip
+    md += seeds_table(runs)
     md += ["", *held_out_table(data)]
     update_section("subwords", "\n".join(md))
+
+
+def seeds_table(runs: dict[str, Any]) -> list[str]:
+    """Acceptance 2 over several seeds: WS353 has 353 pairs, so one seed's difference of
+    ~0.01 is within the seed-to-seed spread; the mean difference over seeds is the test."""
+    seeds = sorted({SETTINGS["seed"]} | {int(k.split("|seed")[1]) for k in runs if "|seed" in k})
+    pairs = []
+    for sd in seeds:
+        suffix = "" if sd == SETTINGS["seed"] else f"|seed{sd}"
+        a, w = runs.get(f"embedpipe|sub|full{suffix}"), runs.get(f"embedpipe|word|full{suffix}")
+        if a and w:
+            pairs.append((sd, a, w))
+    if len(pairs) < 2:
+        return []
+    md = ["", "Acceptance 2 over seeds (`--seeds`; the same settings, only `word2vec.seed` "
+          "differs; subwords − word-only):", "",
+          "| seed | WS353 subwords | WS353 word-only | Δ | SimLex subwords | SimLex word-only "
+          "| Δ |",
+          "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for sd, a, w in pairs:
+        md.append(f"| {sd} | {a['ws353']:.3f} | {w['ws353']:.3f} | {a['ws353'] - w['ws353']:+.3f} "
+                  f"| {a['simlex']:.3f} | {w['simlex']:.3f} | "
+                  f"{a['simlex'] - w['simlex']:+.3f} |")  # fmt: skip
+    mean = {k: sum(a[k] - w[k] for _, a, w in pairs) / len(pairs) for k in ("ws353", "simlex")}
+    spread = {
+        k: max(x[k] for _, x, _ in pairs) - min(x[k] for _, x, _ in pairs)
+        for k in ("ws353", "simlex")
+    }
+    ok = mean["ws353"] >= -0.01 and mean["simlex"] >= -0.01
+    md += ["", f"Mean Δ over {len(pairs)} seeds: WS353 {mean['ws353']:+.3f}, SimLex "
+           f"{mean['simlex']:+.3f} (seed-to-seed range of the subword model: WS353 "
+           f"{spread['ws353']:.3f}, SimLex {spread['simlex']:.3f}): acceptance 2 on the mean: "
+           f"**{'PASS' if ok else 'FAIL'}**."]  # fmt: skip
+    return md
 
 
 # ------------------------------------------------------------------ main
@@ -470,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="which of: sub (ours, subwords), gensim, word (ours, word-only), "
                     "heldout (both, held-out corpus)")  # fmt: skip
     ap.add_argument("--redo", action="store_true", help="re-measure stored measurements")
+    ap.add_argument("--seeds", default="", help="extra seeds for acceptance 2: ours with and "
+                    "without subwords on the full corpus, e.g. 2,3")  # fmt: skip
     ap.add_argument("--render", action="store_true", help="only re-render RESULTS.md")
     ap.add_argument("--gensim-worker", nargs=3, metavar=("CORPUS", "OUT", "QUERY"))
     args = ap.parse_args(argv)
@@ -518,6 +560,11 @@ def main(argv: list[str] | None = None) -> int:
         if "word" in jobs:
             plan.append(("embedpipe|word|full",
                          lambda: run_ours(spark, run, base, n_words, False, [])))  # fmt: skip
+        for sd in [int(x) for x in args.seeds.split(",") if x]:
+            plan.append((f"embedpipe|sub|full|seed{sd}",
+                         lambda sd=sd: run_ours(spark, run, base, n_words, True, [], sd)))
+            plan.append((f"embedpipe|word|full|seed{sd}",
+                         lambda sd=sd: run_ours(spark, run, base, n_words, False, [], sd)))
         if "heldout" in jobs:
             if not held_corpus.exists():
                 extra["held_out_tokens"] = write_held_out_corpus(corpus, set(held), held_corpus)

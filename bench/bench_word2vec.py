@@ -114,7 +114,9 @@ def prepare(spark: Any, corpus: Path) -> tuple[Any, list[str], int]:
 
 
 def run_ours(spark, run, base, n_words, mode, parts, merge, epochs, sample,
-             settings: dict[str, Any] = SETTINGS, scorer: Any = None) -> dict[str, Any]:
+             settings: dict[str, Any] = SETTINGS, scorer: Any = None,
+             extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The word2vec stage on ``run`` (``extra``: more ``--set`` overrides, e.g. subwords)."""
     from embedpipe import fsutil
     from embedpipe.config import load_config
     from embedpipe.stages import word2vec
@@ -124,6 +126,7 @@ def run_ours(spark, run, base, n_words, mode, parts, merge, epochs, sample,
         *base, f"word2vec.mode={mode}", f"word2vec.partitions={parts}", f"word2vec.merge={merge}",
         f"word2vec.epochs={epochs}", f"word2vec.sample={sample}",
         *(f"word2vec.{k}={settings[k]}" for k in ("dim", "window", "negative", "seed")),
+        *extra,
     ])  # fmt: skip
     with PeakRSS() as peak, CpuMeter() as cpu:
         t0 = time.perf_counter()
