@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import gzip
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -15,9 +14,7 @@ from hypothesis import strategies as st
 
 from embedpipe.errors import ConfigError, InputError
 from embedpipe.kernels import cooccur as K
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-EN_OPEN = SHARED / "corpora" / "en-open.tok.txt.gz"
+from tests.conftest import EN_OPEN_TOK as EN_OPEN
 
 WINDOWS = (1, 2, 5, 10)
 WEIGHTINGS = ("harmonic", "uniform")
