@@ -127,13 +127,30 @@ class RunDir:
         return self.manifest()["stages"].get(stage)
 
     def require(self, stage: str) -> dict[str, Any]:
-        """The record of a finished upstream stage, or a clear error saying what to run."""
+        """The record of a finished upstream stage, or a clear error saying what to run.
+
+        Also refused: a stage built from an upstream output that has been rebuilt since
+        (its record names the upstream fingerprints it read). ``embedpipe run`` rebuilds
+        such a stage by itself (its fingerprint covers them); this catches a single
+        stage run after an upstream one changed, e.g. ``cooccur`` after ``vocab
+        --force`` with another ``min_count``, which would pair new ids with an old corpus.
+        """
         rec = self.record(stage)
         if rec is None or not fsutil.exists(self.path(stage_dir(stage))):
             raise StageNotFinishedError(
                 f"{self.path(stage_dir(stage))}: stage '{stage}' has not finished in this run; "
                 f"run `embedpipe {stage} --out {self.uri}` (or `embedpipe run`) first"
             )
+        for up, fp in (rec.get("inputs") or {}).items():
+            if up not in UPSTREAM or not isinstance(fp, str):
+                continue  # not an upstream stage's fingerprint (files, reader, shards, ...)
+            cur = self.record(up)
+            if cur is not None and cur.get("fingerprint") != fp:
+                raise StageNotFinishedError(
+                    f"{self.path(stage_dir(stage))}: stage '{stage}' was built from an older "
+                    f"'{up}' output ({up} has been re-run since); run `embedpipe {stage} --out "
+                    f"{self.uri}` (or `embedpipe run`) to rebuild it"
+                )
         return rec
 
     def is_current(self, stage: str, fp: str) -> bool:

@@ -36,6 +36,22 @@ def test_unfinished_stage_is_never_read(tmp_path):
         run.require("vocab")
 
 
+def test_a_stage_built_from_an_older_upstream_is_refused(tmp_path):
+    run = RunDir(str(tmp_path / "r"))
+    run.commit("vocab", run.begin("vocab"), {"fingerprint": "v1", "inputs": {"files": []}})
+    run.commit("encode", run.begin("encode"),
+               {"fingerprint": "e1", "inputs": {"files": [], "vocab": "v1", "reader": "direct"}})
+    assert run.require("encode")["fingerprint"] == "e1"
+    # vocab re-run alone (e.g. --force with another min_count): the corpus is stale.
+    run.commit("vocab", run.begin("vocab"), {"fingerprint": "v2", "inputs": {"files": []}})
+    with pytest.raises(StageNotFinishedError, match="built from an older 'vocab'"):
+        run.require("encode")
+    assert run.require("vocab")["fingerprint"] == "v2"
+    run.commit("encode", run.begin("encode"),
+               {"fingerprint": "e2", "inputs": {"files": [], "vocab": "v2", "reader": "direct"}})
+    assert run.require("encode")["fingerprint"] == "e2"
+
+
 def test_downstream_fingerprint_follows_upstream(tmp_path):
     run = RunDir(str(tmp_path / "r"))
     for fp in ("a", "b"):
