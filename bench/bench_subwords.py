@@ -47,8 +47,17 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.bench_word2vec import CpuMeter, Usage
-from bench.common import OUT, SHARED, PeakRSS, command_line, machine, update_section
+from bench.common import (
+    OUT,
+    SHARED,
+    CpuMeter,
+    PeakRSS,
+    Usage,
+    command_line,
+    head_file,
+    machine,
+    update_section,
+)
 
 CORPUS = SHARED / "corpora" / "en-open.tok.txt.gz"
 WORK = OUT / "subwords"
@@ -62,19 +71,6 @@ HOLD_SEED = 1
 
 
 # ------------------------------------------------------------------ data
-
-
-def head_file(corpus: Path, lines: int) -> Path:
-    """The first ``lines`` lines of the corpus as a plain file."""
-    WORK.mkdir(parents=True, exist_ok=True)
-    out = WORK / f"head-{lines}.txt"
-    if not out.exists():
-        with gzip.open(corpus, "rt", encoding="utf-8") as f, open(out, "w") as g:
-            for i, line in enumerate(f):
-                if i >= lines:
-                    break
-                g.write(line)
-    return out
 
 
 def similarity_sets() -> dict[str, list[tuple[str, str, float]]]:
@@ -292,7 +288,7 @@ def warm_up(spark: Any, corpus: Path) -> None:
 
     if corpus.name.startswith("head-"):
         return
-    run, base, _, _ = prepare(spark, head_file(corpus, 20_000), "sub-head-20000")
+    run, base, _, _ = prepare(spark, head_file(corpus, 20_000, WORK), "sub-head-20000")
     word2vec.run(spark, ours_config(base, True, epochs=1), run, force=True)
 
 
@@ -523,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.corpus.exists():
         print(f"{args.corpus}: not found (needs ../shared)", file=sys.stderr)
         return 2
-    corpus = head_file(args.corpus, args.max_lines) if args.max_lines else args.corpus
+    corpus = head_file(args.corpus, args.max_lines, WORK) if args.max_lines else args.corpus
     path = WORK / f"results-head{args.max_lines}.json" if args.max_lines else RESULTS_JSON
     tag = f"head{args.max_lines}" if args.max_lines else "full"
 

@@ -25,7 +25,6 @@ reports what it finished. Scores: WS353 and SimLex-999 Spearman ρ, Google analo
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 import time
@@ -40,6 +39,7 @@ from bench.common import (
     PeakRSS,
     Usage,
     command_line,
+    head_file,
     machine,
     update_section,
 )
@@ -222,7 +222,7 @@ def warm_up(spark: Any, corpus: Path, systems: list[str]) -> None:
 
     if corpus.name.startswith("head-"):
         return
-    head = head_file(corpus, 20_000)
+    head = head_file(corpus, 20_000, WORK)
     if "embedpipe" in systems:
         run, base, _ = prepare(spark, head)
         for mode in ("skipgram", "cbow"):
@@ -442,19 +442,6 @@ def plot(quality: list[dict[str, Any]]) -> None:
 # ------------------------------------------------------------------ main
 
 
-def head_file(corpus: Path, lines: int) -> Path:
-    """The first ``lines`` lines of the corpus as a plain file (for a quick check)."""
-    WORK.mkdir(parents=True, exist_ok=True)
-    out = WORK / f"head-{lines}.txt"
-    if not out.exists():
-        with gzip.open(corpus, "rt", encoding="utf-8") as f, open(out, "w") as g:
-            for i, line in enumerate(f):
-                if i >= lines:
-                    break
-                g.write(line)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--phase", choices=["speed", "quality", "render"], default="speed")
@@ -475,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.corpus.exists():
         print(f"{args.corpus}: not found (needs ../shared)", file=sys.stderr)
         return 2
-    corpus = head_file(args.corpus, args.max_lines) if args.max_lines else args.corpus
+    corpus = head_file(args.corpus, args.max_lines, WORK) if args.max_lines else args.corpus
 
     import logging
 

@@ -6,6 +6,7 @@ the file is regenerated from measurements and no figure is typed by hand.
 
 from __future__ import annotations
 
+import gzip
 import os
 import platform
 import re
@@ -279,3 +280,17 @@ class ShuffleMeter:
             self.bytes += int(d.shuffleWriteBytes())
             self.records += int(d.shuffleWriteRecords())
         _SPARK_SEEN[self._sc.applicationId] = (job, max([self._stage0, *(s + 1 for s in stages)]))
+
+
+def head_file(corpus: Path, lines: int, work: Path) -> Path:
+    """The first ``lines`` lines of a gzip corpus as ``work/head-LINES.txt`` (written once,
+    then reused: a dry run of a benchmark on a slice)."""
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / f"head-{lines}.txt"
+    if not out.exists():
+        with gzip.open(corpus, "rt", encoding="utf-8") as f, open(out, "w") as g:
+            for i, line in enumerate(f):
+                if i >= lines:
+                    break
+                g.write(line)
+    return out

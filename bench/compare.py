@@ -60,6 +60,7 @@ from bench.common import (
     ShuffleMeter,
     Usage,
     command_line,
+    head_file,
     machine,
     update_section,
 )
@@ -94,7 +95,7 @@ def prepare_corpus(lines: int, corpus: Path | None) -> tuple[Path, str]:
     if src == SAMPLE or src.name.startswith("pd-sample"):
         return tokenized_sample(src, lines), f"{src.name} (embedpipe's regex tokens)"
     if lines:
-        return bench_word2vec.head_file(src, lines), f"{src.name}, first {lines:,} lines"
+        return head_file(src, lines, bench_word2vec.WORK), f"{src.name}, first {lines:,} lines"
     return src, f"{src.name} (whole file)"
 
 

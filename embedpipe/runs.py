@@ -135,7 +135,9 @@ class RunDir:
         stage run after an upstream one changed, e.g. ``cooccur`` after ``vocab
         --force`` with another ``min_count``, which would pair new ids with an old corpus.
         """
-        rec = self.record(stage)
+        # One read of the manifest: the stage and its upstreams from the same snapshot.
+        stages = self.manifest()["stages"]
+        rec = stages.get(stage)
         if rec is None or not fsutil.exists(self.path(stage_dir(stage))):
             raise StageNotFinishedError(
                 f"{self.path(stage_dir(stage))}: stage '{stage}' has not finished in this run; "
@@ -144,7 +146,7 @@ class RunDir:
         for up, fp in (rec.get("inputs") or {}).items():
             if up not in UPSTREAM or not isinstance(fp, str):
                 continue  # not an upstream stage's fingerprint (files, reader, shards, ...)
-            cur = self.record(up)
+            cur = stages.get(up)
             if cur is not None and cur.get("fingerprint") != fp:
                 raise StageNotFinishedError(
                     f"{self.path(stage_dir(stage))}: stage '{stage}' was built from an older "
