@@ -88,9 +88,19 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
     fs, path = resolve(uri)
     fs.create_dir(posixpath.dirname(path), recursive=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
-    with fs.open_output_stream(tmp) as f:
-        f.write(data)
-    fs.move(tmp, path)
+    try:
+        with fs.open_output_stream(tmp) as f:
+            f.write(data)
+        fs.move(tmp, path)
+    except BaseException:
+        # A failed write (full disk, interrupt) leaves no stray sibling behind; a killed
+        # process still can, and the name says what it is.
+        try:
+            if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
+                fs.delete_file(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def write_text_atomic(uri: str, text: str) -> None:

@@ -75,3 +75,32 @@ def test_begin_removes_stale_attempts(tmp_path):
     old = run.begin("encode")
     new = run.begin("encode")
     assert not fsutil.exists(old) and fsutil.exists(new)
+
+
+def test_failed_atomic_write_leaves_old_file_and_no_stray(tmp_path, monkeypatch):
+    target = tmp_path / "manifest.json"
+    fsutil.write_text_atomic(str(target), "old")
+
+    real_resolve = fsutil.resolve
+
+    class FailingMove:
+        """The real filesystem, except that the final rename fails (e.g. a full disk)."""
+
+        def __init__(self, fs):
+            self.fs = fs
+
+        def __getattr__(self, name):
+            return getattr(self.fs, name)
+
+        def move(self, src, dst):
+            raise OSError("disk full")
+
+    def resolve(uri):
+        fs, path = real_resolve(uri)
+        return FailingMove(fs), path
+
+    monkeypatch.setattr(fsutil, "resolve", resolve)
+    with pytest.raises(OSError, match="disk full"):
+        fsutil.write_text_atomic(str(target), "new")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
