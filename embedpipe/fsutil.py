@@ -9,8 +9,11 @@ plain ``open()`` on a run path.
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 import uuid
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -79,28 +82,33 @@ def read_text(uri: str) -> str:
     return read_bytes(uri).decode("utf-8")
 
 
-def write_bytes_atomic(uri: str, data: bytes) -> None:
-    """Write ``data`` to ``uri`` so that readers see the old file or the new one, never half.
+@contextlib.contextmanager
+def open_output_atomic(uri: str, compression: str | None = None) -> Iterator[Any]:
+    """Stream into a sibling temporary file that is renamed over ``uri`` on success.
 
-    Writes a sibling temporary file then renames it over the target (atomic on
-    local disks and HDFS; on object stores a single PUT is atomic too).
+    Readers see the old file or the new one, never half (rename is atomic on local disks
+    and HDFS; on object stores the upload completes as one object). On any failure (full
+    disk, interrupt) the temporary file is removed and the target left as it was; only a
+    killed process can leave a ``<name>.tmp-<hex>`` sibling behind.
     """
     fs, path = resolve(uri)
     fs.create_dir(posixpath.dirname(path), recursive=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
     try:
-        with fs.open_output_stream(tmp) as f:
-            f.write(data)
+        with fs.open_output_stream(tmp, compression=compression) as f:
+            yield f
         fs.move(tmp, path)
     except BaseException:
-        # A failed write (full disk, interrupt) leaves no stray sibling behind; a killed
-        # process still can, and the name says what it is.
-        try:
+        with contextlib.suppress(Exception):
             if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
                 fs.delete_file(tmp)
-        except OSError:
-            pass
         raise
+
+
+def write_bytes_atomic(uri: str, data: bytes) -> None:
+    """Write ``data`` to ``uri`` atomically (see :func:`open_output_atomic`)."""
+    with open_output_atomic(uri) as f:
+        f.write(data)
 
 
 def write_text_atomic(uri: str, text: str) -> None:

@@ -33,7 +33,6 @@ import io
 import json
 import logging
 import posixpath
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, BinaryIO
 
@@ -119,24 +118,10 @@ def _open_input(uri: str) -> Iterator[BinaryIO]:
         yield f
 
 
-@contextlib.contextmanager
-def _open_output_atomic(uri: str) -> Iterator[BinaryIO]:
-    """Stream into a sibling temporary file and rename it over ``uri`` on success.
-
-    The streaming counterpart of :func:`embedpipe.fsutil.write_bytes_atomic`: a
-    400k x 300 text file is ~1 GB, too big to build in memory first.
-    """
-    fs, path = fsutil.resolve(uri)
-    fs.create_dir(posixpath.dirname(path), recursive=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
-    try:
-        with fs.open_output_stream(tmp, compression=_compression(path)) as f:
-            yield f
-        fs.move(tmp, path)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            fs.delete_file(tmp)
-        raise
+def _open_output_atomic(uri: str) -> contextlib.AbstractContextManager[BinaryIO]:
+    """:func:`embedpipe.fsutil.open_output_atomic`, compressed as the name says (``.gz``):
+    a 400k x 300 text file is ~1 GB, too big to build in memory first."""
+    return fsutil.open_output_atomic(uri, compression=_compression(fsutil.resolve(uri)[1]))
 
 
 def _read_all(uri: str) -> bytes:

@@ -67,11 +67,9 @@ import contextlib
 import io
 import json
 import math
-import posixpath
 import re
 import resource
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -176,14 +174,10 @@ def write_npy(uri: str, array: np.ndarray) -> int:
         raise TypeError("cannot store Python objects in an .npy scratch file")
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
-    fs, path = fsutil.resolve(uri)
-    fs.create_dir(posixpath.dirname(path), recursive=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
-    with fs.open_output_stream(tmp) as f:
+    with fsutil.open_output_atomic(uri) as f:
         f.write(header.getvalue())
         if array.size:
             f.write(memoryview(array.reshape(-1)).cast("B"))
-    fs.move(tmp, path)
     return len(header.getvalue()) + array.nbytes
 
 
