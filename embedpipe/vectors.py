@@ -121,7 +121,7 @@ def _open_input(uri: str) -> Iterator[BinaryIO]:
 def _open_output_atomic(uri: str) -> contextlib.AbstractContextManager[BinaryIO]:
     """:func:`embedpipe.fsutil.open_output_atomic`, compressed as the name says (``.gz``):
     a 400k x 300 text file is ~1 GB, too big to build in memory first."""
-    return fsutil.open_output_atomic(uri, compression=_compression(fsutil.resolve(uri)[1]))
+    return fsutil.open_output_atomic(uri, compression=_compression(uri))
 
 
 def _read_all(uri: str) -> bytes:

@@ -266,6 +266,25 @@ def _advance(state):
     return (state * np.uint64(25214903917) + np.uint64(11)) & np.uint64(0xFFFFFFFFFFFF)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _draw_noise(state, noise_total, cdf, guide, guide_shift):
+    """One noise-word draw: advance the stream, then ``bisect_right(cdf, value)`` for
+    ``value = draw % noise_total``, searched only within the value's guide bucket
+    (:func:`_noise_guide`). Returns ``(state, word)``."""
+    state = _advance(state)
+    value = np.int64((state >> np.uint64(16)) % noise_total)
+    bucket = value >> guide_shift
+    lo = guide[bucket]
+    hi = guide[bucket + 1]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if cdf[mid] > value:
+            hi = mid
+        else:
+            lo = mid + 1
+    return state, lo
+
+
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def _train_core(
     ids,
@@ -371,20 +390,9 @@ def _train_core(
                         _prefetch_row(syn0, sent[j])
                     n_draw = negative if cbow else nc * negative
                     for q in range(n_draw):
-                        state = _advance(state)
-                        value = np.int64((state >> np.uint64(16)) % noise_total)
-                        # bisect_right(cdf, value) restricted to the guide bucket's range
-                        bucket = value >> guide_shift
-                        lo_b = guide[bucket]
-                        hi_b = guide[bucket + 1]
-                        while lo_b < hi_b:
-                            mid = (lo_b + hi_b) >> 1
-                            if cdf[mid] > value:
-                                hi_b = mid
-                            else:
-                                lo_b = mid + 1
-                        tgt[bsl, q] = lo_b
-                        _prefetch_row(syn1, lo_b)
+                        state, noise = _draw_noise(state, noise_total, cdf, guide, guide_shift)
+                        tgt[bsl, q] = noise
+                        _prefetch_row(syn1, noise)
             if s == 0:
                 continue
             i = s - 1

@@ -67,6 +67,7 @@ from embedpipe.kernels.sgns import (
     MAX_EXP,
     TrainStats,
     _advance,
+    _draw_noise,
     _initial_state,
     _noise_guide,
     _prefetch_row,
@@ -423,20 +424,9 @@ def _train_core(
                     fetched = max(fetched, hi_n)
                     n_draw = negative if cbow else nc * negative
                     for q in range(n_draw):
-                        state = _advance(state)
-                        value = np.int64((state >> np.uint64(16)) % noise_total)
-                        # bisect_right(cdf, value) restricted to the guide bucket's range
-                        bucket = value >> guide_shift
-                        lo_b = guide[bucket]
-                        hi_b = guide[bucket + 1]
-                        while lo_b < hi_b:
-                            mid = (lo_b + hi_b) >> 1
-                            if cdf[mid] > value:
-                                hi_b = mid
-                            else:
-                                lo_b = mid + 1
-                        tgt[bsl, q] = lo_b
-                        _prefetch_row(syn1, lo_b)
+                        state, noise = _draw_noise(state, noise_total, cdf, guide, guide_shift)
+                        tgt[bsl, q] = noise
+                        _prefetch_row(syn1, noise)
             if s == 0:
                 continue
             i = s - 1
