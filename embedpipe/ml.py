@@ -456,8 +456,9 @@ class Word2Vec(_EmbeddingEstimator):
 
     Params: ``mode``, ``dim``, ``window``, ``negative``, ``sample``, ``epochs``,
     ``alpha``, ``minAlpha``, ``partitions``, ``roundsPerEpoch``, ``merge``, ``seed``,
-    ``minCount``, ``maxSize`` (see ``embedpipe config --list``), plus ``inputCol``,
-    ``outputCol``, ``workDir`` and the transform options of :class:`EmbeddingModel`.
+    ``shareNegatives``, ``minCount``, ``maxSize`` (see ``embedpipe config --list``),
+    plus ``inputCol``, ``outputCol``, ``workDir`` and the transform options of
+    :class:`EmbeddingModel`.
     """
 
     _sections = ("word2vec", "vocab")

@@ -22,7 +22,8 @@ so that a slow reference can replay it draw for draw (the unit tests do):
   ``b = value % window`` (word2vec.c's uniform window shrink; effective radius
   ``window - b``), then
   - skip-gram: for every context position left to right, ``negative`` draws, each a
-    noise word ``bisect_right(cdf, value % cdf[-1])``;
+    noise word ``bisect_right(cdf, value % cdf[-1])``; with ``share_negatives``,
+    ``negative`` draws once for the whole window, the noise words of every context;
   - CBOW: ``negative`` draws as above, once for the whole window.
   A noise word equal to the centre word is skipped (its draw is still consumed).
 
@@ -52,6 +53,13 @@ Numerics (stated choices):
   exactly (``softplus``, float32) even where the sigmoid saturates; NaN here means the
   parameters diverged and :func:`train_partition` raises TrainingDivergedError. With
   ``loss_every = k`` only the terms of every k-th example count (the stage's estimate).
+* Shared negatives (``share_negatives``, skip-gram only; Ji et al. 2016, "Parallelizing
+  Word2Vec in Shared and Distributed Memory"): a centre word's noise words are drawn once
+  and serve each of its context words in turn (each context still sees the rows as the
+  previous context left them). word2vec.c draws fresh ones per (centre, context) pair, so
+  a centre word with ~6 contexts touches ~30 random ``syn1neg`` rows; shared, it touches
+  5, and training is memory-bound on those rows: ~1.45x the raw words/s on en-open for
+  ~0.5 analogy points (bench/RESULTS.md). Off by default.
 * Update counts: a ``syn0`` row counts one per gradient step applied to it (skip-gram:
   per (centre, context) pair; CBOW: per context occurrence per centre word); a
   ``syn1neg`` row counts one per applied target term.
@@ -296,6 +304,7 @@ def _train_core(
     guide,
     guide_shift,
     cbow,
+    share,
     window,
     negative,
     alpha_start,
@@ -310,7 +319,8 @@ def _train_core(
 ):
     """Train one partition in place; returns (raw, trained, examples, loss_sum, loss_terms).
 
-    The loss is accumulated for every ``loss_every``-th example (0 = never).
+    The loss is accumulated for every ``loss_every``-th example (0 = never). ``share``
+    (skip-gram): one set of noise words per centre word, as CBOW always has.
 
     ``guide`` (see :func:`_noise_guide`) narrows each noise-word bisection to a few
     entries of ``cdf``: a plain 16-step binary search over 64k words mispredicts most
@@ -354,6 +364,8 @@ def _train_core(
     loss_sum = 0.0
     loss_terms = 0
     countdown = 1
+    # Noise words drawn per example (word2vec.c's skip-gram) or once per centre word.
+    per_pair = not (cbow or share)
     for d in range(n_docs):
         start = offsets[d]
         end = offsets[d + 1]
@@ -388,7 +400,7 @@ def _train_core(
                     _prefetch_row(syn1, sent[s])
                     for j in range(lo_n, hi_n):
                         _prefetch_row(syn0, sent[j])
-                    n_draw = negative if cbow else nc * negative
+                    n_draw = nc * negative if per_pair else negative
                     for q in range(n_draw):
                         state, noise = _draw_noise(state, noise_total, cdf, guide, guide_shift)
                         tgt[bsl, q] = noise
@@ -440,7 +452,7 @@ def _train_core(
                 n_t = 1
                 targets[0] = word
                 for dn in range(negative):
-                    t = tgt[bcur, e * negative + dn]
+                    t = tgt[bcur, (e * negative if per_pair else 0) + dn]
                     if t != word:
                         targets[n_t] = t
                         n_t += 1
@@ -572,6 +584,7 @@ def train_partition(
     seed: int = 0,
     compute_loss: bool = True,
     loss_every: int = 1,
+    share_negatives: bool = False,
 ) -> TrainStats:
     """Train skip-gram or CBOW with negative sampling on one corpus slice, in place.
 
@@ -604,6 +617,9 @@ def train_partition(
         loss_every: with ``compute_loss``, accumulate the loss of every ``loss_every``-th
             example only (examples ``0, k, 2k, ...`` of this call): an unbiased estimate of
             the mean loss at ``1/k`` of the cost.
+        share_negatives: skip-gram: draw a centre word's noise words once for its whole
+            window instead of per context word (module docstring; ``word2vec.
+            share_negatives``). No effect on CBOW, which always draws once per window.
 
     Returns:
         :class:`TrainStats` with the per-row update counts needed by :func:`row_update`.
@@ -670,6 +686,7 @@ def train_partition(
         guide,
         guide_shift,
         mode == "cbow",
+        bool(share_negatives),
         int(window),
         int(negative),
         float(alpha_start),

@@ -344,6 +344,7 @@ def _train_core(
     guide,
     guide_shift,
     cbow,
+    share,
     window,
     negative,
     alpha_start,
@@ -384,6 +385,7 @@ def _train_core(
     loss_sum = 0.0
     loss_terms = 0
     countdown = 1
+    per_pair = not (cbow or share)  # noise words per example, or once per centre word
     for d in range(n_docs):
         start = offsets[d]
         end = offsets[d + 1]
@@ -422,7 +424,7 @@ def _train_core(
                         for q in range(sub_off[c], sub_off[c + 1]):
                             _prefetch_row(syn0, sub_rows[q])
                     fetched = max(fetched, hi_n)
-                    n_draw = negative if cbow else nc * negative
+                    n_draw = nc * negative if per_pair else negative
                     for q in range(n_draw):
                         state, noise = _draw_noise(state, noise_total, cdf, guide, guide_shift)
                         tgt[bsl, q] = noise
@@ -480,7 +482,7 @@ def _train_core(
                         target = word
                         label = np.float32(1.0)
                     else:
-                        target = tgt[bcur, e * negative + dn - 1]
+                        target = tgt[bcur, (e * negative if per_pair else 0) + dn - 1]
                         if target == word:
                             continue
                         label = np.float32(0.0)
@@ -572,6 +574,7 @@ def train_partition(
     seed: int = 0,
     compute_loss: bool = True,
     loss_every: int = 1,
+    share_negatives: bool = False,
 ) -> TrainStats:
     """Train skip-gram or CBOW with subword inputs on one corpus slice, in place.
 
@@ -658,6 +661,7 @@ def train_partition(
         guide,
         guide_shift,
         mode == "cbow",
+        bool(share_negatives),
         int(window),
         int(negative),
         float(alpha_start),

@@ -423,6 +423,7 @@ class RoundSettings:
     total_words: int
     dim: int
     subwords: bool = False
+    share_negatives: bool = False
 
 
 @dataclass(frozen=True)
@@ -464,6 +465,7 @@ def train_task(
             words_done_before=s.words_done_before, total_words=s.total_words,
             words_scale=s.round_words / local,
             seed=sgns.derive_seed(s.seed, s.epoch, s.round, p), loss_every=LOSS_EVERY,
+            share_negatives=s.share_negatives,
         )  # fmt: skip
         if s.subwords:
             st = subword_kernels.train_partition(
@@ -962,6 +964,7 @@ def _train_epoch(
             min_alpha=w.min_alpha, seed=w.seed, epoch=epoch, partitions=S, round=r,
             alpha_scale=alpha_scale(w, S), words_done_before=done, round_words=round_words,
             total_words=total_words, dim=w.dim, subwords=bool(w.subwords),
+            share_negatives=bool(w.share_negatives),
         )  # fmt: skip
         t0 = time.perf_counter()
         try:

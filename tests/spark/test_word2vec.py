@@ -125,6 +125,7 @@ def kernel_reference(run: RunDir, cfg) -> tuple[np.ndarray, list[float]]:
                 negative=w.negative, alpha_start=alpha, alpha_end=w.min_alpha,
                 words_done_before=done, total_words=n * w.epochs,
                 seed=sgns.derive_seed(w.seed, e, r, 0), loss_every=word2vec.LOSS_EVERY,
+                share_negatives=w.share_negatives,
             )  # fmt: skip
             done += st.raw_words
             loss_sum += st.loss_sum
@@ -226,12 +227,14 @@ def test_worker_error_rebuilds_the_embedpipe_error():
 # --------------------------------------------------------------------- Spark
 
 
-@pytest.mark.parametrize("mode,rounds", [("skipgram", 1), ("cbow", 2)])
-def test_one_partition_equals_the_kernel(spark, sample_run, tmp_path, mode, rounds):
+@pytest.mark.parametrize("mode,rounds,share", [("skipgram", 1, False), ("cbow", 2, False),
+                                               ("skipgram", 2, True)])  # fmt: skip
+def test_one_partition_equals_the_kernel(spark, sample_run, tmp_path, mode, rounds, share):
     src, base = sample_run
     run = fresh(src, tmp_path / "run")
     cfg = cfg_of(base, "word2vec.partitions=1", f"word2vec.mode={mode}",
-                 f"word2vec.rounds_per_epoch={rounds}")  # fmt: skip
+                 f"word2vec.rounds_per_epoch={rounds}",
+                 f"word2vec.share_negatives={str(share).lower()}")  # fmt: skip
     res = word2vec.run(spark, cfg, run)
     assert not res.skipped
     expected, losses = kernel_reference(run, cfg)

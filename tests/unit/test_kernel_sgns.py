@@ -71,9 +71,12 @@ def reference_train(
     words_scale,
     seed,
     loss_every=1,
+    share_negatives=False,
 ):
     """Slow, obvious skip-gram / CBOW with negative sampling on copies of the matrices;
-    the loss counts the terms of examples 0, k, 2k, ... (k = ``loss_every``)."""
+    the loss counts the terms of examples 0, k, 2k, ... (k = ``loss_every``); with
+    ``share_negatives`` a skip-gram centre word draws its noise words once for all its
+    context words."""
     syn0 = syn0.copy()
     syn1 = syn1.copy()
     counts0 = np.zeros(len(syn0), dtype=np.int64)
@@ -82,15 +85,18 @@ def reference_train(
     loss_sum, loss_terms, examples, trained = 0.0, 0, 0, 0
     raw_before_doc = 0
 
-    def train_example(h, centre, alpha):
+    def draw_noise():
+        return [
+            int(np.searchsorted(cdf, rng.draw() % int(cdf[-1]), side="right"))
+            for _ in range(negative)
+        ]
+
+    def train_example(h, centre, alpha, noise):
         """Centre word + noise words against hidden vector h; returns the input gradient."""
         nonlocal loss_sum, loss_terms
         with_loss = examples % loss_every == 0
         neu1e = np.zeros_like(h)
-        targets = [(centre, 1.0)]
-        for _ in range(negative):
-            noise = int(np.searchsorted(cdf, rng.draw() % int(cdf[-1]), side="right"))
-            targets.append((noise, 0.0))
+        targets = [(centre, 1.0)] + [(w, 0.0) for w in noise]
         for target, label in targets:
             if label == 0.0 and target == centre:
                 continue
@@ -126,15 +132,17 @@ def reference_train(
             if not context:
                 continue
             if mode == "skipgram":
+                shared = draw_noise() if share_negatives else None
                 for j in context:
                     c = kept[j]
-                    neu1e = train_example(syn0[c].copy(), centre, alpha)
+                    noise = shared if share_negatives else draw_noise()
+                    neu1e = train_example(syn0[c].copy(), centre, alpha, noise)
                     syn0[c] += neu1e
                     counts0[c] += 1
                     examples += 1
             else:
                 h = np.mean(np.stack([syn0[kept[j]] for j in context]), axis=0)
-                neu1e = train_example(h.astype(np.float32), centre, alpha)
+                neu1e = train_example(h.astype(np.float32), centre, alpha, draw_noise())
                 for j in context:
                     syn0[kept[j]] += neu1e
                     counts0[kept[j]] += 1
@@ -199,6 +207,24 @@ def run_kernel(c, **kw):
 )
 def test_kernel_matches_reference(tiny, mode, schedule):
     kw = dict(mode=mode, window=3, negative=4, alpha_start=0.3, alpha_end=0.01, seed=11, **schedule)
+    _check_against_reference(tiny, kw)
+
+
+@pytest.mark.parametrize("mode", ["skipgram", "cbow"])
+def test_shared_negatives_match_reference(tiny, mode):
+    """share_negatives: one draw of noise words per centre word (CBOW: unchanged)."""
+    kw = dict(mode=mode, window=3, negative=4, alpha_start=0.3, alpha_end=0.01, seed=11,
+              words_done_before=0, total_words=150, words_scale=1.0)  # fmt: skip
+    shared = _check_against_reference(tiny, {**kw, "share_negatives": True})
+    per_pair = run_kernel(tiny, **kw)
+    if mode == "cbow":
+        for a, b in zip(shared[:2], per_pair[:2], strict=True):
+            np.testing.assert_array_equal(a, b)
+    else:  # fewer draws, other noise words: another model
+        assert not np.allclose(shared[1], per_pair[1])
+
+
+def _check_against_reference(tiny, kw):
     syn0, syn1, st = run_kernel(tiny, **kw)
     r0, r1, rc0, rc1, rst = reference_train(
         tiny["ids"], tiny["offsets"], tiny["syn0"], tiny["syn1"], tiny["keep"], tiny["cdf"], **kw
@@ -218,6 +244,7 @@ def test_kernel_matches_reference(tiny, mode, schedule):
     # if the reference moved them; make that explicit).
     assert np.abs(syn0 - tiny["syn0"]).max() > 1e-3
     assert np.abs(syn1 - tiny["syn1"]).max() > 1e-3
+    return syn0, syn1, st
 
 
 @pytest.mark.parametrize("mode", ["skipgram", "cbow"])
@@ -241,7 +268,8 @@ def test_sampled_loss_matches_reference(tiny, mode):
 
 
 @pytest.mark.parametrize("mode", ["skipgram", "cbow"])
-def test_kernel_matches_reference_large_vocab(mode):
+@pytest.mark.parametrize("share", [False, True])
+def test_kernel_matches_reference_large_vocab(mode, share):
     """Noise words from a 3000-word, heavy-tailed table (exercises the bucketed bisection)."""
     rng = np.random.default_rng(5)
     vocab_size = 3000
@@ -252,7 +280,8 @@ def test_kernel_matches_reference_large_vocab(mode):
     syn0, _ = sgns.init_params(vocab_size, 4, seed=1)
     syn1 = (rng.standard_normal((vocab_size, 4)) * 0.1).astype(np.float32)
     keep, cdf = sgns.keep_probabilities(counts, 1e-3), sgns.noise_cdf(counts)
-    kw = dict(mode=mode, window=4, negative=6, alpha_start=0.1, alpha_end=0.01, seed=3)
+    kw = dict(mode=mode, window=4, negative=6, alpha_start=0.1, alpha_end=0.01, seed=3,
+              share_negatives=share)  # fmt: skip
     k0, k1 = syn0.copy(), syn1.copy()
     st = sgns.train_partition(ids, offsets, k0, k1, keep, cdf, **kw)
     r0, r1, rc0, rc1, rst = reference_train(
@@ -262,7 +291,7 @@ def test_kernel_matches_reference_large_vocab(mode):
     assert st.loss_terms == rst["loss_terms"]
     np.testing.assert_array_equal(st.syn1_counts, rc1)
     np.testing.assert_array_equal(st.syn0_counts, rc0)
-    assert np.count_nonzero(rc1) > 100  # many distinct noise words were drawn
+    assert np.count_nonzero(rc1) > (40 if share else 100)  # many distinct noise words
     np.testing.assert_allclose(k0, r0, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(k1, r1, rtol=RTOL, atol=ATOL)
 

@@ -155,7 +155,7 @@ def sigmoid_w2v(x: float) -> float:
 
 def reference_train(ids, offsets, syn0, syn1, word_rows, keep, cdf, *, mode, window, negative,
                     alpha_start, alpha_end, words_done_before, total_words, words_scale,
-                    seed):  # fmt: skip
+                    seed, share_negatives=False):  # fmt: skip
     """Slow skip-gram / CBOW where a word's input is the mean of its rows ``word_rows[w]``
     (a list of lists) and the input gradient goes in full to every one of those rows."""
     syn0 = syn0.copy()
@@ -166,14 +166,17 @@ def reference_train(ids, offsets, syn0, syn1, word_rows, keep, cdf, *, mode, win
     loss_sum, loss_terms, examples = 0.0, 0, 0
     raw_before_doc = 0
 
-    def train_example(rows, centre, alpha):
+    def draw_noise():
+        return [
+            int(np.searchsorted(cdf, rng.draw() % int(cdf[-1]), side="right"))
+            for _ in range(negative)
+        ]
+
+    def train_example(rows, centre, alpha, noise):
         nonlocal loss_sum, loss_terms, examples
         h = np.mean(np.stack([syn0[r] for r in rows]), axis=0).astype(np.float32)
         neu1e = np.zeros_like(h)
-        targets = [(centre, 1.0)]
-        for _ in range(negative):
-            noise = int(np.searchsorted(cdf, rng.draw() % int(cdf[-1]), side="right"))
-            targets.append((noise, 0.0))
+        targets = [(centre, 1.0)] + [(w, 0.0) for w in noise]
         for target, label in targets:
             if label == 0.0 and target == centre:
                 continue
@@ -210,10 +213,13 @@ def reference_train(ids, offsets, syn0, syn1, word_rows, keep, cdf, *, mode, win
             if not context:
                 continue
             if mode == "skipgram":
+                shared = draw_noise() if share_negatives else None
                 for j in context:
-                    train_example(word_rows[kept[j]], centre, alpha)
+                    noise = shared if share_negatives else draw_noise()
+                    train_example(word_rows[kept[j]], centre, alpha, noise)
             else:
-                train_example([r for j in context for r in word_rows[kept[j]]], centre, alpha)
+                rows = [r for j in context for r in word_rows[kept[j]]]
+                train_example(rows, centre, alpha, draw_noise())
     return (
         syn0,
         syn1,
@@ -274,9 +280,10 @@ def word_rows_of(c) -> list[list[int]]:
         dict(words_done_before=40, total_words=300, words_scale=2.5),
     ],
 )
-def test_kernel_matches_reference(tiny, mode, schedule):
+@pytest.mark.parametrize("share", [False, True])
+def test_kernel_matches_reference(tiny, mode, schedule, share):
     kw = dict(mode=mode, window=3, negative=4, alpha_start=0.3, alpha_end=0.01, seed=11,
-              **schedule)  # fmt: skip
+              share_negatives=share, **schedule)  # fmt: skip
     syn0, syn1, st = run_kernel(tiny, **kw)
     r0, r1, rc0, rc1, rst = reference_train(
         tiny["ids"], tiny["offsets"], tiny["syn0"], tiny["syn1"], word_rows_of(tiny),
@@ -299,10 +306,12 @@ def test_kernel_matches_reference(tiny, mode, schedule):
 
 
 @pytest.mark.parametrize("mode", ["skipgram", "cbow"])
-def test_without_ngrams_it_is_the_word2vec_kernel(tiny, mode):
+@pytest.mark.parametrize("share", [False, True])
+def test_without_ngrams_it_is_the_word2vec_kernel(tiny, mode, share):
     """A table holding only each word's own row gives sgns.train_partition bit for bit."""
     V = len(VOCAB)
-    kw = dict(mode=mode, window=3, negative=4, alpha_start=0.3, alpha_end=0.01, seed=5)
+    kw = dict(mode=mode, window=3, negative=4, alpha_start=0.3, alpha_end=0.01, seed=5,
+              share_negatives=share)  # fmt: skip
     a0, a1 = tiny["syn0"][:V].copy(), tiny["syn1"].copy()
     b0, b1 = a0.copy(), a1.copy()
     sa = sgns.train_partition(tiny["ids"], tiny["offsets"], a0, a1, tiny["keep"], tiny["cdf"], **kw)
