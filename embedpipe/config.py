@@ -200,7 +200,9 @@ class Word2VecConfig:
     min_alpha: float = _opt(1e-4, 0.0, 10.0)
     partitions: int = _opt(0, 0, doc="training partitions S; 0 = Spark's default parallelism")
     rounds_per_epoch: int = _opt(
-        0, 0, doc="synchronisation rounds per epoch; 0 = 1 if S = 1, else max(S, words / 8M)"
+        0, 0,
+        doc="synchronisation rounds per epoch; 0 = 1 if S = 1, else max(S, words / 8M), "
+        "CBOW max(8 S, words / 8M)",
     )
     merge: Merge = _opt(
         Merge.AVERAGE,

@@ -9,7 +9,8 @@ partition into a few rows of raw arrays and :func:`assemble_partition` into one
 :class:`PartitionData` (flat int32 ids, int64 document offsets, and the document
 bounds of its ``R`` round slices of about equal token counts), cached on the executors
 for the whole training. ``R = word2vec.rounds_per_epoch``, by default 1 for ``S = 1``
-and otherwise ``S``, or one round per ~8M corpus words if more (:func:`resolve_rounds`).
+and otherwise ``S`` (CBOW: ``8 S``), or one round per ~8M corpus words if more
+(:func:`resolve_rounds`).
 
 Transform, epoch ``e = 1..E``, round ``r = 0..R-1`` (DESIGN.md "Training, distributed"):
 the driver broadcasts ``(syn0, syn1neg)``; every partition copies them, trains its
@@ -107,6 +108,10 @@ PROCRUSTES_ROWS = 10_000
 #: words if that is more. Measured with skip-gram, S = 4, 5 epochs: on en-open (12.9M
 #: words) 4 rounds/epoch as good as 8; on half of it 4 better than 2 and 1.
 AUTO_ROUND_WORDS = 8_000_000
+#: ``rounds_per_epoch = 0`` with S > 1 in CBOW mode: at least this many rounds per
+#: partition. Measured on en-open, S = 4, seed 1, analogy vs S = 1 (31.7%): R = 4 -4.2
+#: points, 8 -3.8, 16 -3.1, 32 -2.8 (seed 2: -0.8); skip-gram at R = 4: -2.9.
+CBOW_ROUNDS_PER_PARTITION = 8
 #: Cap on ``alpha × S`` inside a partition (``word2vec.scale_alpha``): stability.
 MAX_PARTITION_ALPHA = 0.2
 #: A round's results come back with one ``collect`` when they fit in this many bytes,
@@ -345,15 +350,19 @@ def alpha_scale(w: Word2VecConfig, partitions: int) -> float:
 
 def resolve_rounds(w: Word2VecConfig, partitions: int, corpus_words: int) -> int:
     """``word2vec.rounds_per_epoch``, or when 0 the default: 1 for ``S = 1`` (nothing to
-    synchronise), else ``S`` rounds, or one per :data:`AUTO_ROUND_WORDS` corpus words if
-    that is more. The fewer words a round holds, the less stale the broadcast matrices a
-    partition trains against (it misses ``(S - 1) / S`` of the round's progress), at the
-    cost of one broadcast and merge per round."""
+    synchronise), else ``S`` rounds (CBOW: :data:`CBOW_ROUNDS_PER_PARTITION` ``x S``), or
+    one per :data:`AUTO_ROUND_WORDS` corpus words if that is more. The fewer words a round
+    holds, the less stale the broadcast matrices a partition trains against (it misses
+    ``(S - 1) / S`` of the round's progress), at the cost of one broadcast and merge per
+    round. CBOW adds a window's whole gradient to each of its ~6 context rows, so its
+    partitions drift apart faster than skip-gram's and need the finer rounds: a lower
+    partition learning rate instead lost more than it saved (bench/RESULTS.md)."""
     if w.rounds_per_epoch > 0:
         return int(w.rounds_per_epoch)
     if partitions == 1:
         return 1
-    return max(partitions, math.ceil(corpus_words / AUTO_ROUND_WORDS))
+    per_partition = CBOW_ROUNDS_PER_PARTITION if w.mode == W2VMode.CBOW else 1
+    return max(per_partition * partitions, math.ceil(corpus_words / AUTO_ROUND_WORDS))
 
 
 def alpha_at(alpha: float, min_alpha: float, done: float, total: float) -> float:

@@ -173,6 +173,11 @@ def test_partition_learning_rate_and_rounds_defaults():
     assert word2vec.resolve_rounds(w, 2, n) == 4
     assert word2vec.resolve_rounds(w, 8, n) == 8
     assert word2vec.resolve_rounds(w, 4, 1000) == 4
+    # CBOW synchronises more often (its partitions drift apart faster).
+    k = word2vec.CBOW_ROUNDS_PER_PARTITION
+    assert word2vec.resolve_rounds(cbow, 1, n) == 1
+    assert word2vec.resolve_rounds(cbow, 4, 1000) == 4 * k
+    assert word2vec.resolve_rounds(cbow, 2, 100 * word2vec.AUTO_ROUND_WORDS) == 100
     fixed = load_config(None, ["word2vec.rounds_per_epoch=3"]).word2vec
     assert word2vec.resolve_rounds(fixed, 1, n) == 3
 
