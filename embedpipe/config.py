@@ -192,7 +192,7 @@ class Word2VecConfig:
     share_negatives: bool = _opt(
         False,
         doc="skip-gram: draw a centre word's noise words once for its whole window, not per "
-        "context word (pWord2Vec; ~1.45x faster, about -0.5 analogy points)",
+        "context word (pWord2Vec; ~1.5x faster, about -0.5 analogy points)",
     )
     sample: float = _opt(1e-3, 0.0, 1.0)
     epochs: int = _opt(5, 1)

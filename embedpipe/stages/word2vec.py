@@ -817,11 +817,18 @@ def run(
         + (" or word2vec.buckets / word2vec.maxn" if plan is not None else ""),
     )  # fmt: skip
     bcast = param_bytes(V, dim, U)
+    if w.share_negatives and w.mode == W2VMode.CBOW:
+        logger.warning(
+            "word2vec.share_negatives = true has no effect with word2vec.mode = cbow (CBOW "
+            "draws one set of noise words per window anyway)"
+        )
     logger.info(
-        "word2vec %s V=%s dim=%d S=%d R=%d merge=%s alpha %g (x%g in a partition): %s "
+        "word2vec %s%s V=%s dim=%d S=%d R=%d merge=%s alpha %g (x%g in a partition): %s "
         "words/epoch x %d epochs; per round: broadcast %s (%s·dim·4 B), results <= %s; task "
         "memory ~%s (limit %s)",
-        w.mode.value, f"{V:,}", dim, S, R, w.merge.value, alpha, alpha_scale(w, S),
+        w.mode.value,
+        " (shared negatives)" if w.share_negatives and w.mode == W2VMode.SKIPGRAM else "",
+        f"{V:,}", dim, S, R, w.merge.value, alpha, alpha_scale(w, S),
         human_count(N), E, human_bytes(bcast), "(2·V + U)" if U else "2·V",
         human_bytes(S * (2 * V + U) * row_bytes(dim)), human_bytes(need),
         human_bytes(spark_mod.task_memory_bytes(spark)),
