@@ -294,6 +294,32 @@ def _draw_noise(state, noise_total, cdf, guide, guide_shift):
     return state, lo
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _draw_centre(
+    state, s, n, sent, window, negative, per_pair, syn1, tgt, slot,
+    noise_total, cdf, guide, guide_shift,
+):  # fmt: skip
+    """The draw half of a pipeline step, for the kept position ``s`` of ``n``: the window
+    shrink, then the noise words (``negative`` per context word, or once if not
+    ``per_pair``) into ``tgt[slot]``, prefetching the centre's and the noise words'
+    ``syn1`` rows. Returns ``(state, lo, hi)``, the window ``[lo, hi)`` around ``s``;
+    nothing is drawn after the shrink when it holds no context word. Shared by the word
+    and subword kernels, which prefetch their own input rows."""
+    state = _advance(state)
+    reach = window - np.int64((state >> np.uint64(16)) % np.uint64(window))
+    lo = max(0, s - reach)
+    hi = min(n, s + reach + 1)
+    nc = hi - lo - 1
+    if nc >= 1:
+        _prefetch_row(syn1, sent[s])
+        n_draw = nc * negative if per_pair else negative
+        for q in range(n_draw):
+            state, noise = _draw_noise(state, noise_total, cdf, guide, guide_shift)
+            tgt[slot, q] = noise
+            _prefetch_row(syn1, noise)
+    return state, lo, hi
+
+
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def _train_core(
     ids,
@@ -390,22 +416,15 @@ def _train_core(
         for s in range(n + 1):
             if s < n:
                 bsl = s & 1
-                state = _advance(state)
-                reach = window - np.int64((state >> np.uint64(16)) % np.uint64(window))
-                lo_n = max(0, s - reach)
-                hi_n = min(n, s + reach + 1)
+                state, lo_n, hi_n = _draw_centre(
+                    state, s, n, sent, window, negative, per_pair, syn1, tgt, bsl,
+                    noise_total, cdf, guide, guide_shift,
+                )  # fmt: skip
                 lo_s[bsl] = lo_n
                 hi_s[bsl] = hi_n
-                nc = hi_n - lo_n - 1
-                if nc >= 1:
-                    _prefetch_row(syn1, sent[s])
+                if hi_n - lo_n > 1:
                     for j in range(lo_n, hi_n):
                         _prefetch_row(syn0, sent[j])
-                    n_draw = nc * negative if per_pair else negative
-                    for q in range(n_draw):
-                        state, noise = _draw_noise(state, noise_total, cdf, guide, guide_shift)
-                        tgt[bsl, q] = noise
-                        _prefetch_row(syn1, noise)
             if s == 0:
                 continue
             i = s - 1

@@ -67,7 +67,7 @@ from embedpipe.kernels.sgns import (
     MAX_EXP,
     TrainStats,
     _advance,
-    _draw_noise,
+    _draw_centre,
     _initial_state,
     _noise_guide,
     _prefetch_row,
@@ -410,25 +410,18 @@ def _train_core(
         for s in range(n + 1):
             if s < n:
                 bsl = s & 1
-                state = _advance(state)
-                reach = window - np.int64((state >> np.uint64(16)) % np.uint64(window))
-                lo_n = max(0, s - reach)
-                hi_n = min(n, s + reach + 1)
+                state, lo_n, hi_n = _draw_centre(
+                    state, s, n, sent, window, negative, per_pair, syn1, tgt, bsl,
+                    noise_total, cdf, guide, guide_shift,
+                )  # fmt: skip
                 lo_s[bsl] = lo_n
                 hi_s[bsl] = hi_n
-                nc = hi_n - lo_n - 1
-                if nc >= 1:
-                    _prefetch_row(syn1, sent[s])
+                if hi_n - lo_n > 1:
                     for j in range(max(fetched, lo_n), hi_n):
                         c = sent[j]
                         for q in range(sub_off[c], sub_off[c + 1]):
                             _prefetch_row(syn0, sub_rows[q])
                     fetched = max(fetched, hi_n)
-                    n_draw = nc * negative if per_pair else negative
-                    for q in range(n_draw):
-                        state, noise = _draw_noise(state, noise_total, cdf, guide, guide_shift)
-                        tgt[bsl, q] = noise
-                        _prefetch_row(syn1, noise)
             if s == 0:
                 continue
             i = s - 1
