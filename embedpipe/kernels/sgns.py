@@ -68,8 +68,9 @@ Numerics (stated choices):
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -236,11 +237,16 @@ whole row up to ``dim = 128`` float32, the first 512 bytes of a longer one."""
 def _prefetch_row(typingctx, matrix, row):
     """Ask the CPU to start loading row ``row`` of a C-contiguous 2-D matrix into cache.
 
-    A hint (``llvm.prefetch``, read, high locality), never a fault: it changes no value.
-    Noise words are random rows of ``syn1neg`` (25 MiB at 64k x 100, beyond L2), and the
-    kernel otherwise waits on each row's cache misses one after the other; drawing an
-    example's noise words ahead and prefetching their rows overlaps those misses
-    (skip-gram 1.5x faster on en-open, bench/bench_sgns_kernel.py).
+    A hint (``llvm.prefetch``, read), never a fault: it changes no value. Noise words
+    are random rows of ``syn1neg`` (25 MiB at 64k x 100, beyond L2), and the kernel
+    otherwise waits on each row's cache misses one after the other; drawing an example's
+    noise words ahead and prefetching their rows overlaps those misses (skip-gram 1.5x
+    faster on en-open, bench/bench_sgns_kernel.py).
+
+    The rows go to L2, not L1 (locality 2, x86 ``prefetcht1``): a skip-gram centre word
+    prefetches ~30 rows, 13 KiB, which in L1 (32 KiB) would evict the rows and vectors
+    the current centre word is training on. Measured with two kernels running side by
+    side as in an S = 2 stage: about 10% faster than locality 3 (L1).
     """
     sig = types.void(matrix, row)
 
@@ -257,7 +263,7 @@ def _prefetch_row(typingctx, matrix, row):
             builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
             "llvm.prefetch.p0i8",
         )  # fmt: skip
-        hint = [ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)]
+        hint = [ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)]
         for k in range(_PREFETCH_LINES):
             off = ir.Constant(dim.type, 64 * k)
             with builder.if_then(builder.icmp_signed("<", off, nbytes), likely=True):
@@ -281,7 +287,14 @@ def _draw_noise(state, noise_total, cdf, guide, guide_shift):
     ``value = draw % noise_total``, searched only within the value's guide bucket
     (:func:`_noise_guide`). Returns ``(state, word)``."""
     state = _advance(state)
-    value = np.int64((state >> np.uint64(16)) % noise_total)
+    draw = state >> np.uint64(16)
+    if noise_total == np.uint64(NOISE_DOMAIN):
+        # The table noise_cdf() always builds. A constant divisor compiles to a multiply
+        # and shifts instead of a 64-bit division (tens of cycles; a skip-gram centre
+        # word draws ~30 noise words). Same value either way.
+        value = np.int64(draw % np.uint64(NOISE_DOMAIN))
+    else:
+        value = np.int64(draw % noise_total)
     bucket = value >> guide_shift
     lo = guide[bucket]
     hi = guide[bucket + 1]
@@ -320,224 +333,236 @@ def _draw_centre(
     return state, lo, hi
 
 
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def _train_core(
-    ids,
-    offsets,
-    syn0,
-    syn1,
-    keep,
-    cdf,
-    guide,
-    guide_shift,
-    cbow,
-    share,
-    window,
-    negative,
-    alpha_start,
-    alpha_end,
-    words_done_before,
-    words_scale,
-    total_words,
-    state,
-    counts0,
-    counts1,
-    loss_every,
-):
-    """Train one partition in place; returns (raw, trained, examples, loss_sum, loss_terms).
+@functools.cache
+def _train_core(dim: int) -> Callable[..., tuple[int, int, int, float, int]]:
+    """The training loop compiled for rows of ``dim`` floats, one numba function per dim
+    (each cached on disk, like every kernel here).
 
-    The loss is accumulated for every ``loss_every``-th example (0 = never). ``share``
-    (skip-gram): one set of noise words per centre word, as CBOW always has.
-
-    ``guide`` (see :func:`_noise_guide`) narrows each noise-word bisection to a few
-    entries of ``cdf``: a plain 16-step binary search over 64k words mispredicts most
-    of its branches and costs about as much as a 100-dim dot product.
-
-    One loop serves both modes: an *example* is a hidden vector ``h`` (skip-gram: a copy
-    of one context row; CBOW: the mean of the window's context rows) trained against the
-    centre word and ``negative`` noise words, whose input-side gradient ``neu1e`` is then
-    added to the example's input rows. Everything is indexed 2-D and inline: passing
-    arrays to a helper or taking row views makes numba emit atomic reference-count
-    updates in the innermost loop, which cost about as much as a 100-dim dot product.
-
-    Memory latency, not arithmetic, bounded the straightforward loop: each noise word is a
-    random row of ``syn1neg`` (25 MiB at 64k x 100). None of the draws depends on the
-    arithmetic, so a centre word's window and noise words are drawn one centre word
-    ahead, in the stream's order, and their rows prefetched (:func:`_prefetch_row`)
-    while the previous centre word trains. Within an example the dot products of
-    distinct targets are independent and computed first. Both change no value: the
-    updates are the ones the sequential loop makes (tested against the reference).
+    Why per dim: with the row length a compile-time constant LLVM lays every row loop
+    out as whole vectors plus a fixed tail, instead of a vector loop, a narrower
+    remainder loop and a scalar one per row; about 10% faster at dim 100 (two kernels
+    side by side, as in an S = 2 stage). A closure, not ``numba.literally``: a literal
+    argument sends every call through the dispatcher's slow path (~0.3 s per call).
     """
-    dim = syn0.shape[1]
-    n_docs = offsets.shape[0] - 1
-    max_len = 0
-    for d in range(n_docs):
-        max_len = max(max_len, offsets[d + 1] - offsets[d])
-    sent = np.empty(max_len, dtype=np.int64)
-    pos = np.empty(max_len, dtype=np.int64)
-    tgt = np.empty((2, 2 * window * negative + negative + 1), dtype=np.int64)
-    lo_s = np.zeros(2, dtype=np.int64)
-    hi_s = np.zeros(2, dtype=np.int64)
-    h = np.zeros(dim, dtype=np.float32)
-    neu1e = np.zeros(dim, dtype=np.float32)
-    targets = np.empty(negative + 1, dtype=np.int64)
-    dots = np.empty(negative + 1, dtype=np.float32)
-    noise_total = np.uint64(cdf[cdf.shape[0] - 1])
-    u_scale = 1.0 / 4294967296.0  # 2**-32: a 32-bit draw to [0, 1)
-    slope = (alpha_start - alpha_end) / total_words
-    raw = 0
-    trained = 0
-    examples = 0
-    loss_sum = 0.0
-    loss_terms = 0
-    countdown = 1
-    # Noise words drawn per example (word2vec.c's skip-gram) or once per centre word.
-    per_pair = not (cbow or share)
-    for d in range(n_docs):
-        start = offsets[d]
-        end = offsets[d + 1]
-        # Subsample the whole document first (the stream order the reference replays).
-        n = 0
-        for t in range(start, end):
-            w = ids[t]
-            p_keep = keep[w]
-            if p_keep < 1.0:
-                state = _advance(state)
-                if np.float64(state >> np.uint64(16)) * u_scale >= p_keep:
+
+    def core(
+        ids,
+        offsets,
+        syn0,
+        syn1,
+        keep,
+        cdf,
+        guide,
+        guide_shift,
+        cbow,
+        share,
+        window,
+        negative,
+        alpha_start,
+        alpha_end,
+        words_done_before,
+        words_scale,
+        total_words,
+        state,
+        counts0,
+        counts1,
+        loss_every,
+    ):
+        """Train one partition in place; returns (raw, trained, examples, loss_sum, loss_terms).
+
+        The loss is accumulated for every ``loss_every``-th example (0 = never). ``share``
+        (skip-gram): one set of noise words per centre word, as CBOW always has.
+
+        ``guide`` (see :func:`_noise_guide`) narrows each noise-word bisection to a few
+        entries of ``cdf``: a plain 16-step binary search over 64k words mispredicts most
+        of its branches and costs about as much as a 100-dim dot product.
+
+        One loop serves both modes: an *example* is a hidden vector ``h`` (skip-gram: a copy
+        of one context row; CBOW: the mean of the window's context rows) trained against the
+        centre word and ``negative`` noise words, whose input-side gradient ``neu1e`` is then
+        added to the example's input rows. Everything is indexed 2-D and inline: passing
+        arrays to a helper or taking row views makes numba emit atomic reference-count
+        updates in the innermost loop, which cost about as much as a 100-dim dot product.
+
+        Memory latency, not arithmetic, bounded the straightforward loop: each noise word is a
+        random row of ``syn1neg`` (25 MiB at 64k x 100). None of the draws depends on the
+        arithmetic, so a centre word's window and noise words are drawn one centre word
+        ahead, in the stream's order, and their rows prefetched (:func:`_prefetch_row`)
+        while the previous centre word trains. Within an example the dot products of
+        distinct targets are independent and computed first. Both change no value: the
+        updates are the ones the sequential loop makes (tested against the reference).
+        """
+        n_docs = offsets.shape[0] - 1
+        max_len = 0
+        for d in range(n_docs):
+            max_len = max(max_len, offsets[d + 1] - offsets[d])
+        sent = np.empty(max_len, dtype=np.int64)
+        pos = np.empty(max_len, dtype=np.int64)
+        tgt = np.empty((2, 2 * window * negative + negative + 1), dtype=np.int64)
+        lo_s = np.zeros(2, dtype=np.int64)
+        hi_s = np.zeros(2, dtype=np.int64)
+        h = np.zeros(dim, dtype=np.float32)
+        neu1e = np.zeros(dim, dtype=np.float32)
+        targets = np.empty(negative + 1, dtype=np.int64)
+        dots = np.empty(negative + 1, dtype=np.float32)
+        noise_total = np.uint64(cdf[cdf.shape[0] - 1])
+        u_scale = 1.0 / 4294967296.0  # 2**-32: a 32-bit draw to [0, 1)
+        slope = (alpha_start - alpha_end) / total_words
+        raw = 0
+        trained = 0
+        examples = 0
+        loss_sum = 0.0
+        loss_terms = 0
+        countdown = 1
+        # Noise words drawn per example (word2vec.c's skip-gram) or once per centre word.
+        per_pair = not (cbow or share)
+        for d in range(n_docs):
+            start = offsets[d]
+            end = offsets[d + 1]
+            # Subsample the whole document first (the stream order the reference replays).
+            n = 0
+            for t in range(start, end):
+                w = ids[t]
+                p_keep = keep[w]
+                if p_keep < 1.0:
+                    state = _advance(state)
+                    if np.float64(state >> np.uint64(16)) * u_scale >= p_keep:
+                        continue
+                sent[n] = w
+                pos[n] = raw + (t - start)
+                n += 1
+            raw += end - start
+            trained += n
+            # Software pipeline: step s draws centre s's window and noise words (the stream
+            # order is unchanged: the arithmetic consumes no draws) and prefetches their rows,
+            # then trains centre s - 1, whose rows were prefetched one step earlier.
+            for s in range(n + 1):
+                if s < n:
+                    bsl = s & 1
+                    state, lo_n, hi_n = _draw_centre(
+                        state, s, n, sent, window, negative, per_pair, syn1, tgt, bsl,
+                        noise_total, cdf, guide, guide_shift,
+                    )  # fmt: skip
+                    lo_s[bsl] = lo_n
+                    hi_s[bsl] = hi_n
+                    if hi_n - lo_n > 1:
+                        for j in range(lo_n, hi_n):
+                            _prefetch_row(syn0, sent[j])
+                if s == 0:
                     continue
-            sent[n] = w
-            pos[n] = raw + (t - start)
-            n += 1
-        raw += end - start
-        trained += n
-        # Software pipeline: step s draws centre s's window and noise words (the stream
-        # order is unchanged: the arithmetic consumes no draws) and prefetches their rows,
-        # then trains centre s - 1, whose rows were prefetched one step earlier.
-        for s in range(n + 1):
-            if s < n:
-                bsl = s & 1
-                state, lo_n, hi_n = _draw_centre(
-                    state, s, n, sent, window, negative, per_pair, syn1, tgt, bsl,
-                    noise_total, cdf, guide, guide_shift,
-                )  # fmt: skip
-                lo_s[bsl] = lo_n
-                hi_s[bsl] = hi_n
-                if hi_n - lo_n > 1:
-                    for j in range(lo_n, hi_n):
-                        _prefetch_row(syn0, sent[j])
-            if s == 0:
-                continue
-            i = s - 1
-            bcur = i & 1
-            lo = lo_s[bcur]
-            hi = hi_s[bcur]
-            n_ctx = hi - lo - 1
-            if n_ctx < 1:
-                continue  # a one-word document after subsampling: no pair to train
-            alpha = alpha_start - slope * (words_done_before + words_scale * pos[i])
-            alpha32 = np.float32(max(alpha, alpha_end))
-            word = sent[i]
-            n_examples = 1 if cbow else n_ctx
-            for e in range(n_examples):
-                # Examples 0, k, 2k, ... (a countdown: cheaper than a modulo per example).
-                with_loss = False
-                if loss_every > 0:
-                    countdown -= 1
-                    if countdown == 0:
-                        with_loss = True
-                        countdown = loss_every
-                # ---- hidden vector of this example
-                if cbow:
+                i = s - 1
+                bcur = i & 1
+                lo = lo_s[bcur]
+                hi = hi_s[bcur]
+                n_ctx = hi - lo - 1
+                if n_ctx < 1:
+                    continue  # a one-word document after subsampling: no pair to train
+                alpha = alpha_start - slope * (words_done_before + words_scale * pos[i])
+                alpha32 = np.float32(max(alpha, alpha_end))
+                word = sent[i]
+                n_examples = 1 if cbow else n_ctx
+                for e in range(n_examples):
+                    # Examples 0, k, 2k, ... (a countdown: cheaper than a modulo per example).
+                    with_loss = False
+                    if loss_every > 0:
+                        countdown -= 1
+                        if countdown == 0:
+                            with_loss = True
+                            countdown = loss_every
+                    # ---- hidden vector of this example
+                    if cbow:
+                        for k in range(dim):
+                            h[k] = 0.0
+                        for j in range(lo, hi):
+                            if j != i:
+                                c = sent[j]
+                                for k in range(dim):
+                                    h[k] += syn0[c, k]
+                        inv = np.float32(1.0) / np.float32(n_ctx)
+                        for k in range(dim):
+                            h[k] *= inv
+                        ctx = -1
+                    else:
+                        j = lo + e
+                        if j >= i:
+                            j += 1  # skip the centre position
+                        ctx = sent[j]
+                        for k in range(dim):
+                            h[k] = syn0[ctx, k]
                     for k in range(dim):
-                        h[k] = 0.0
-                    for j in range(lo, hi):
-                        if j != i:
-                            c = sent[j]
+                        neu1e[k] = 0.0
+                    # ---- targets: the centre word (label 1), then the noise words (label 0)
+                    n_t = 1
+                    targets[0] = word
+                    for dn in range(negative):
+                        t = tgt[bcur, (e * negative if per_pair else 0) + dn]
+                        if t != word:
+                            targets[n_t] = t
+                            n_t += 1
+                    distinct = True
+                    for a in range(2, n_t):
+                        for b in range(1, a):
+                            if targets[a] == targets[b]:
+                                distinct = False
+                    if distinct:
+                        # No target's update can change another's dot product (distinct rows,
+                        # h fixed), so all dot products go first: independent chains the CPU
+                        # overlaps, instead of waiting on each dot -> exp -> update in turn.
+                        for q in range(n_t):
+                            target = targets[q]
+                            x = np.float32(0.0)
                             for k in range(dim):
-                                h[k] += syn0[c, k]
-                    inv = np.float32(1.0) / np.float32(n_ctx)
-                    for k in range(dim):
-                        h[k] *= inv
-                    ctx = -1
-                else:
-                    j = lo + e
-                    if j >= i:
-                        j += 1  # skip the centre position
-                    ctx = sent[j]
-                    for k in range(dim):
-                        h[k] = syn0[ctx, k]
-                for k in range(dim):
-                    neu1e[k] = 0.0
-                # ---- targets: the centre word (label 1), then the noise words (label 0)
-                n_t = 1
-                targets[0] = word
-                for dn in range(negative):
-                    t = tgt[bcur, (e * negative if per_pair else 0) + dn]
-                    if t != word:
-                        targets[n_t] = t
-                        n_t += 1
-                distinct = True
-                for a in range(2, n_t):
-                    for b in range(1, a):
-                        if targets[a] == targets[b]:
-                            distinct = False
-                if distinct:
-                    # No target's update can change another's dot product (distinct rows,
-                    # h fixed), so all dot products go first: independent chains the CPU
-                    # overlaps, instead of waiting on each dot -> exp -> update in turn.
+                                x += h[k] * syn1[target, k]
+                            dots[q] = x
                     for q in range(n_t):
                         target = targets[q]
-                        x = np.float32(0.0)
-                        for k in range(dim):
-                            x += h[k] * syn1[target, k]
-                        dots[q] = x
-                for q in range(n_t):
-                    target = targets[q]
-                    label = np.float32(1.0) if q == 0 else np.float32(0.0)
-                    if distinct:
-                        x = dots[q]
-                    else:  # a noise word drawn twice sees its first update, as word2vec.c
-                        x = np.float32(0.0)
-                        for k in range(dim):
-                            x += h[k] * syn1[target, k]
-                    # word2vec.c's sigmoid: saturated beyond ±MAX_EXP, exact inside.
-                    # One exp serves both the sigmoid and the loss: ex = exp(-|x|).
-                    ax = abs(x)
-                    ex = math.exp(-ax)
-                    if ax > MAX_EXP:
-                        f = np.float32(1.0) if x > 0 else np.float32(0.0)
-                    elif x >= 0:
-                        f = np.float32(1.0) / (np.float32(1.0) + ex)
-                    else:
-                        f = ex / (np.float32(1.0) + ex)
-                    if with_loss:
-                        # -log sigmoid(z) = log1p(exp(-|z|)) + max(-z, 0), z = x for the
-                        # centre word and -x for a noise word; exact even when saturated.
-                        z = x if q == 0 else -x
-                        loss_sum += math.log1p(ex) + max(-z, np.float32(0.0))
-                        loss_terms += 1
-                    g = (label - f) * alpha32
-                    # Fused: the input gradient uses the output row *before* its update,
-                    # as word2vec.c's two consecutive loops do.
-                    for k in range(dim):
-                        out_k = syn1[target, k]
-                        neu1e[k] += g * out_k
-                        syn1[target, k] = out_k + g * h[k]
-                    counts1[target] += 1
-                examples += 1
-                # ---- input-side update of every row that formed h
-                if cbow:
-                    for j in range(lo, hi):
-                        if j != i:
-                            c = sent[j]
+                        label = np.float32(1.0) if q == 0 else np.float32(0.0)
+                        if distinct:
+                            x = dots[q]
+                        else:  # a noise word drawn twice sees its first update, as word2vec.c
+                            x = np.float32(0.0)
                             for k in range(dim):
-                                syn0[c, k] += neu1e[k]
-                            counts0[c] += 1
-                else:
-                    for k in range(dim):
-                        syn0[ctx, k] += neu1e[k]
-                    counts0[ctx] += 1
-    return raw, trained, examples, loss_sum, loss_terms
+                                x += h[k] * syn1[target, k]
+                        # word2vec.c's sigmoid: saturated beyond ±MAX_EXP, exact inside.
+                        # One exp serves both the sigmoid and the loss: ex = exp(-|x|).
+                        ax = abs(x)
+                        ex = math.exp(-ax)
+                        if ax > MAX_EXP:
+                            f = np.float32(1.0) if x > 0 else np.float32(0.0)
+                        elif x >= 0:
+                            f = np.float32(1.0) / (np.float32(1.0) + ex)
+                        else:
+                            f = ex / (np.float32(1.0) + ex)
+                        if with_loss:
+                            # -log sigmoid(z) = log1p(exp(-|z|)) + max(-z, 0), z = x for the
+                            # centre word and -x for a noise word; exact even when saturated.
+                            z = x if q == 0 else -x
+                            loss_sum += math.log1p(ex) + max(-z, np.float32(0.0))
+                            loss_terms += 1
+                        g = (label - f) * alpha32
+                        # Fused: the input gradient uses the output row *before* its update,
+                        # as word2vec.c's two consecutive loops do.
+                        for k in range(dim):
+                            out_k = syn1[target, k]
+                            neu1e[k] += g * out_k
+                            syn1[target, k] = out_k + g * h[k]
+                        counts1[target] += 1
+                    examples += 1
+                    # ---- input-side update of every row that formed h
+                    if cbow:
+                        for j in range(lo, hi):
+                            if j != i:
+                                c = sent[j]
+                                for k in range(dim):
+                                    syn0[c, k] += neu1e[k]
+                                counts0[c] += 1
+                    else:
+                        for k in range(dim):
+                            syn0[ctx, k] += neu1e[k]
+                        counts0[ctx] += 1
+        return raw, trained, examples, loss_sum, loss_terms
+
+    return njit(cache=True, nogil=True, fastmath=_FASTMATH)(core)
 
 
 # --------------------------------------------------------------------------- public API
@@ -696,7 +721,7 @@ def train_partition(
     guide, guide_shift = _noise_guide(cdf)
     counts0 = np.zeros(vocab_size, dtype=np.int64)
     counts1 = np.zeros(vocab_size, dtype=np.int64)
-    raw, trained, examples, loss_sum, loss_terms = _train_core(
+    raw, trained, examples, loss_sum, loss_terms = _train_core(int(syn0.shape[1]))(
         ids,
         offsets,
         syn0,

@@ -53,8 +53,9 @@ Word vectors (``getWordVector``)
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -331,187 +332,193 @@ def compose(matrix: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> np.nda
 # ------------------------------------------------------------------ training (numba)
 
 
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def _train_core(
-    ids,
-    offsets,
-    syn0,
-    syn1,
-    sub_off,
-    sub_rows,
-    keep,
-    cdf,
-    guide,
-    guide_shift,
-    cbow,
-    share,
-    window,
-    negative,
-    alpha_start,
-    alpha_end,
-    words_done_before,
-    words_scale,
-    total_words,
-    state,
-    counts0,
-    counts1,
-    loss_every,
-):
-    """Train one partition in place; returns (raw, trained, examples, loss_sum, loss_terms).
+@functools.cache
+def _train_core(dim: int) -> Callable[..., tuple[int, int, int, float, int]]:
+    """The training loop compiled for rows of ``dim`` floats, one numba function per dim,
+    for the reason :func:`embedpipe.kernels.sgns._train_core` gives (and so that without
+    n-grams the two kernels sum in the same order and agree bit for bit)."""
 
-    :func:`embedpipe.kernels.sgns._train_core` with the input side of a word replaced by
-    its CSR rows ``sub_rows[sub_off[w]:sub_off[w+1]]`` (the same stream, draw for draw),
-    pipelined and prefetched the same way (1.4x faster than without). Inline 2-D
-    indexing throughout for the reason given there (no row views in the loop).
-    """
-    dim = syn0.shape[1]
-    n_docs = offsets.shape[0] - 1
-    max_len = 0
-    for d in range(n_docs):
-        max_len = max(max_len, offsets[d + 1] - offsets[d])
-    sent = np.empty(max_len, dtype=np.int64)
-    pos = np.empty(max_len, dtype=np.int64)
-    tgt = np.empty((2, 2 * window * negative + negative + 1), dtype=np.int64)
-    lo_s = np.zeros(2, dtype=np.int64)
-    hi_s = np.zeros(2, dtype=np.int64)
-    h = np.zeros(dim, dtype=np.float32)
-    neu1e = np.zeros(dim, dtype=np.float32)
-    noise_total = np.uint64(cdf[cdf.shape[0] - 1])
-    u_scale = 1.0 / 4294967296.0  # 2**-32: a 32-bit draw to [0, 1)
-    slope = (alpha_start - alpha_end) / total_words
-    raw = 0
-    trained = 0
-    examples = 0
-    loss_sum = 0.0
-    loss_terms = 0
-    countdown = 1
-    per_pair = not (cbow or share)  # noise words per example, or once per centre word
-    for d in range(n_docs):
-        start = offsets[d]
-        end = offsets[d + 1]
-        n = 0
-        for t in range(start, end):
-            w = ids[t]
-            p_keep = keep[w]
-            if p_keep < 1.0:
-                state = _advance(state)
-                if np.float64(state >> np.uint64(16)) * u_scale >= p_keep:
+    def core(
+        ids,
+        offsets,
+        syn0,
+        syn1,
+        sub_off,
+        sub_rows,
+        keep,
+        cdf,
+        guide,
+        guide_shift,
+        cbow,
+        share,
+        window,
+        negative,
+        alpha_start,
+        alpha_end,
+        words_done_before,
+        words_scale,
+        total_words,
+        state,
+        counts0,
+        counts1,
+        loss_every,
+    ):
+        """Train one partition in place; returns (raw, trained, examples, loss_sum, loss_terms).
+
+        :func:`embedpipe.kernels.sgns._train_core` with the input side of a word replaced by
+        its CSR rows ``sub_rows[sub_off[w]:sub_off[w+1]]`` (the same stream, draw for draw),
+        pipelined and prefetched the same way (1.4x faster than without). Inline 2-D
+        indexing throughout for the reason given there (no row views in the loop).
+        """
+        n_docs = offsets.shape[0] - 1
+        max_len = 0
+        for d in range(n_docs):
+            max_len = max(max_len, offsets[d + 1] - offsets[d])
+        sent = np.empty(max_len, dtype=np.int64)
+        pos = np.empty(max_len, dtype=np.int64)
+        tgt = np.empty((2, 2 * window * negative + negative + 1), dtype=np.int64)
+        lo_s = np.zeros(2, dtype=np.int64)
+        hi_s = np.zeros(2, dtype=np.int64)
+        h = np.zeros(dim, dtype=np.float32)
+        neu1e = np.zeros(dim, dtype=np.float32)
+        noise_total = np.uint64(cdf[cdf.shape[0] - 1])
+        u_scale = 1.0 / 4294967296.0  # 2**-32: a 32-bit draw to [0, 1)
+        slope = (alpha_start - alpha_end) / total_words
+        raw = 0
+        trained = 0
+        examples = 0
+        loss_sum = 0.0
+        loss_terms = 0
+        countdown = 1
+        per_pair = not (cbow or share)  # noise words per example, or once per centre word
+        for d in range(n_docs):
+            start = offsets[d]
+            end = offsets[d + 1]
+            n = 0
+            for t in range(start, end):
+                w = ids[t]
+                p_keep = keep[w]
+                if p_keep < 1.0:
+                    state = _advance(state)
+                    if np.float64(state >> np.uint64(16)) * u_scale >= p_keep:
+                        continue
+                sent[n] = w
+                pos[n] = raw + (t - start)
+                n += 1
+            raw += end - start
+            trained += n
+            # The pipeline of sgns._train_core: step s draws centre s's window and noise
+            # words and prefetches their rows, then trains centre s - 1. A context word's
+            # input rows (its own and ~20 n-gram rows, scattered over the n-gram matrix) are
+            # prefetched once per document, when its position first enters a window.
+            fetched = 0
+            for s in range(n + 1):
+                if s < n:
+                    bsl = s & 1
+                    state, lo_n, hi_n = _draw_centre(
+                        state, s, n, sent, window, negative, per_pair, syn1, tgt, bsl,
+                        noise_total, cdf, guide, guide_shift,
+                    )  # fmt: skip
+                    lo_s[bsl] = lo_n
+                    hi_s[bsl] = hi_n
+                    if hi_n - lo_n > 1:
+                        for j in range(max(fetched, lo_n), hi_n):
+                            c = sent[j]
+                            for q in range(sub_off[c], sub_off[c + 1]):
+                                _prefetch_row(syn0, sub_rows[q])
+                        fetched = max(fetched, hi_n)
+                if s == 0:
                     continue
-            sent[n] = w
-            pos[n] = raw + (t - start)
-            n += 1
-        raw += end - start
-        trained += n
-        # The pipeline of sgns._train_core: step s draws centre s's window and noise
-        # words and prefetches their rows, then trains centre s - 1. A context word's
-        # input rows (its own and ~20 n-gram rows, scattered over the n-gram matrix) are
-        # prefetched once per document, when its position first enters a window.
-        fetched = 0
-        for s in range(n + 1):
-            if s < n:
-                bsl = s & 1
-                state, lo_n, hi_n = _draw_centre(
-                    state, s, n, sent, window, negative, per_pair, syn1, tgt, bsl,
-                    noise_total, cdf, guide, guide_shift,
-                )  # fmt: skip
-                lo_s[bsl] = lo_n
-                hi_s[bsl] = hi_n
-                if hi_n - lo_n > 1:
-                    for j in range(max(fetched, lo_n), hi_n):
+                i = s - 1
+                bcur = i & 1
+                lo = lo_s[bcur]
+                hi = hi_s[bcur]
+                n_ctx = hi - lo - 1
+                if n_ctx < 1:
+                    continue
+                alpha = alpha_start - slope * (words_done_before + words_scale * pos[i])
+                alpha32 = np.float32(max(alpha, alpha_end))
+                word = sent[i]
+                n_examples = 1 if cbow else n_ctx
+                for e in range(n_examples):
+                    with_loss = False
+                    if loss_every > 0:
+                        countdown -= 1
+                        if countdown == 0:
+                            with_loss = True
+                            countdown = loss_every
+                    # ---- hidden vector: the mean of the example's input rows
+                    for k in range(dim):
+                        h[k] = 0.0
+                    n_rows = 0
+                    if cbow:
+                        j_lo = lo
+                        j_hi = hi
+                    else:
+                        j = lo + e
+                        if j >= i:
+                            j += 1  # skip the centre position
+                        j_lo = j
+                        j_hi = j + 1
+                    for j in range(j_lo, j_hi):
+                        if j == i:
+                            continue
                         c = sent[j]
                         for q in range(sub_off[c], sub_off[c + 1]):
-                            _prefetch_row(syn0, sub_rows[q])
-                    fetched = max(fetched, hi_n)
-            if s == 0:
-                continue
-            i = s - 1
-            bcur = i & 1
-            lo = lo_s[bcur]
-            hi = hi_s[bcur]
-            n_ctx = hi - lo - 1
-            if n_ctx < 1:
-                continue
-            alpha = alpha_start - slope * (words_done_before + words_scale * pos[i])
-            alpha32 = np.float32(max(alpha, alpha_end))
-            word = sent[i]
-            n_examples = 1 if cbow else n_ctx
-            for e in range(n_examples):
-                with_loss = False
-                if loss_every > 0:
-                    countdown -= 1
-                    if countdown == 0:
-                        with_loss = True
-                        countdown = loss_every
-                # ---- hidden vector: the mean of the example's input rows
-                for k in range(dim):
-                    h[k] = 0.0
-                n_rows = 0
-                if cbow:
-                    j_lo = lo
-                    j_hi = hi
-                else:
-                    j = lo + e
-                    if j >= i:
-                        j += 1  # skip the centre position
-                    j_lo = j
-                    j_hi = j + 1
-                for j in range(j_lo, j_hi):
-                    if j == i:
-                        continue
-                    c = sent[j]
-                    for q in range(sub_off[c], sub_off[c + 1]):
-                        r = sub_rows[q]
+                            r = sub_rows[q]
+                            for k in range(dim):
+                                h[k] += syn0[r, k]
+                        n_rows += sub_off[c + 1] - sub_off[c]
+                    inv = np.float32(1.0) / np.float32(n_rows)
+                    for k in range(dim):
+                        h[k] *= inv
+                    for k in range(dim):
+                        neu1e[k] = 0.0
+                    # ---- the centre word (label 1), then `negative` noise words (label 0)
+                    for dn in range(negative + 1):
+                        if dn == 0:
+                            target = word
+                            label = np.float32(1.0)
+                        else:
+                            target = tgt[bcur, (e * negative if per_pair else 0) + dn - 1]
+                            if target == word:
+                                continue
+                            label = np.float32(0.0)
+                        x = np.float32(0.0)
                         for k in range(dim):
-                            h[k] += syn0[r, k]
-                    n_rows += sub_off[c + 1] - sub_off[c]
-                inv = np.float32(1.0) / np.float32(n_rows)
-                for k in range(dim):
-                    h[k] *= inv
-                for k in range(dim):
-                    neu1e[k] = 0.0
-                # ---- the centre word (label 1), then `negative` noise words (label 0)
-                for dn in range(negative + 1):
-                    if dn == 0:
-                        target = word
-                        label = np.float32(1.0)
-                    else:
-                        target = tgt[bcur, (e * negative if per_pair else 0) + dn - 1]
-                        if target == word:
+                            x += h[k] * syn1[target, k]
+                        ax = abs(x)
+                        ex = math.exp(-ax)
+                        if ax > MAX_EXP:
+                            f = np.float32(1.0) if x > 0 else np.float32(0.0)
+                        elif x >= 0:
+                            f = np.float32(1.0) / (np.float32(1.0) + ex)
+                        else:
+                            f = ex / (np.float32(1.0) + ex)
+                        if with_loss:
+                            z = x if dn == 0 else -x
+                            loss_sum += math.log1p(ex) + max(-z, np.float32(0.0))
+                            loss_terms += 1
+                        g = (label - f) * alpha32
+                        for k in range(dim):
+                            out_k = syn1[target, k]
+                            neu1e[k] += g * out_k
+                            syn1[target, k] = out_k + g * h[k]
+                        counts1[target] += 1
+                    examples += 1
+                    # ---- the full input gradient to every input row (fastText's update)
+                    for j in range(j_lo, j_hi):
+                        if j == i:
                             continue
-                        label = np.float32(0.0)
-                    x = np.float32(0.0)
-                    for k in range(dim):
-                        x += h[k] * syn1[target, k]
-                    ax = abs(x)
-                    ex = math.exp(-ax)
-                    if ax > MAX_EXP:
-                        f = np.float32(1.0) if x > 0 else np.float32(0.0)
-                    elif x >= 0:
-                        f = np.float32(1.0) / (np.float32(1.0) + ex)
-                    else:
-                        f = ex / (np.float32(1.0) + ex)
-                    if with_loss:
-                        z = x if dn == 0 else -x
-                        loss_sum += math.log1p(ex) + max(-z, np.float32(0.0))
-                        loss_terms += 1
-                    g = (label - f) * alpha32
-                    for k in range(dim):
-                        out_k = syn1[target, k]
-                        neu1e[k] += g * out_k
-                        syn1[target, k] = out_k + g * h[k]
-                    counts1[target] += 1
-                examples += 1
-                # ---- the full input gradient to every input row (fastText's update)
-                for j in range(j_lo, j_hi):
-                    if j == i:
-                        continue
-                    c = sent[j]
-                    for q in range(sub_off[c], sub_off[c + 1]):
-                        r = sub_rows[q]
-                        for k in range(dim):
-                            syn0[r, k] += neu1e[k]
-                        counts0[r] += 1
-    return raw, trained, examples, loss_sum, loss_terms
+                        c = sent[j]
+                        for q in range(sub_off[c], sub_off[c + 1]):
+                            r = sub_rows[q]
+                            for k in range(dim):
+                                syn0[r, k] += neu1e[k]
+                            counts0[r] += 1
+        return raw, trained, examples, loss_sum, loss_terms
+
+    return njit(cache=True, nogil=True, fastmath=_FASTMATH)(core)
 
 
 def _require_matrix(name: str, a: np.ndarray) -> None:
@@ -642,7 +649,7 @@ def train_partition(
     guide, guide_shift = _noise_guide(cdf)
     counts0 = np.zeros(syn0.shape[0], dtype=np.int64)
     counts1 = np.zeros(V, dtype=np.int64)
-    raw, trained, examples, loss_sum, loss_terms = _train_core(
+    raw, trained, examples, loss_sum, loss_terms = _train_core(int(syn0.shape[1]))(
         ids,
         offsets,
         syn0,
