@@ -153,6 +153,20 @@ def run_ours(spark, run, base, n_words, mode, parts, merge, epochs, sample,
     return out
 
 
+def bracketed(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """One row from two timed runs of a configuration, before and after the peers: the
+    mean of their times (``wall_runs`` keeps both walls)."""
+    row = dict(after)
+    for k in ("wall_s", "train_s", "load_s", "cpu_s"):
+        if before.get(k) is not None and after.get(k) is not None:
+            row[k] = (before[k] + after[k]) / 2
+    row["wall_runs"] = [before["wall_s"], after["wall_s"]]
+    row["words_per_s"] = row["words"] / row["wall_s"]
+    if row.get("train_s"):
+        row["train_words_per_s"] = row["words"] / row["train_s"]
+    return row
+
+
 def run_gensim(corpus: Path, n_words: int, mode: str, epochs: int, sample: float,
                settings: dict[str, Any] = SETTINGS, scorer: Any = None) -> dict:
     from gensim.models import Word2Vec
@@ -252,6 +266,12 @@ def _load(r: dict[str, Any]) -> str:
     return "→".join(f"{x:.1f}" for x in r["load"]) if r.get("load") else "–"
 
 
+def _runs(r: dict[str, Any]) -> str:
+    """The two walls of a bracketed row (timed before and after the peers), if any."""
+    runs = r.get("wall_runs")
+    return f" (mean of {runs[0]:.1f}, {runs[1]:.1f})" if runs else ""
+
+
 def _cpu(r: dict[str, Any]) -> str:
     return f"{r['cpu_s']:.0f}" if r.get("cpu_s") is not None else "–"
 
@@ -291,7 +311,9 @@ def render(data: dict[str, Any]) -> None:
         f"Machine: {data.get('machine', machine())}  ",
         "Corpus: en-open.tok.txt.gz, whitespace tokens, min_count 5; dim 100, window 5, "
         "negative 5, seed 1; local[2] (the machine is shared with other jobs, so wall "
-        "times carry noise; peers ran in the same process, one after the other). Raw words/s = "
+        "times carry noise; peers ran in the same process, one after the other; a wall "
+        "given as the mean of two is embedpipe timed before and after the peers, "
+        "`--bracket`, because this host's memory speed drifts). Raw words/s = "
         "in-vocabulary tokens × epochs ÷ wall time of the training call (embedpipe: the "
         "word2vec stage incl. its corpus load, excl. Spark start-up and vocab/encode; gensim: "
         "incl. its vocabulary scan; MLlib: `fit` incl. its vocabulary pass, input cached). "
@@ -359,8 +381,9 @@ def speed_section(rows: list[dict[str, Any]], epochs: int) -> list[str]:
         ratio = mine["words_per_s"] / r["words_per_s"] if mine else None
         md.append(
             f"| {r['system']} | {r['mode']} | {r['partitions']} | {_merge(r)} | "
-            f"{r['sample']:g} | {r['wall_s']:.1f} s | {_fmt(r.get('train_s'), '.1f')} s | "
-            f"{r['words_per_s'] / 1e6:.3f}M | {_fmt(ratio, '.2f')}× | {_cpu(r)} | {_load(r)} |"
+            f"{r['sample']:g} | {r['wall_s']:.1f} s{_runs(r)} | "
+            f"{_fmt(r.get('train_s'), '.1f')} s | {r['words_per_s'] / 1e6:.3f}M | "
+            f"{_fmt(ratio, '.2f')}× | {_cpu(r)} | {_load(r)} |"
         )
     md.append("")
     checks = []
@@ -501,6 +524,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--share-negatives", action="store_true",
                     help="embedpipe with word2vec.share_negatives = true")
     ap.add_argument("--redo", action="store_true", help="re-measure stored measurements")
+    ap.add_argument("--bracket", action="store_true",
+                    help="speed phase: time every embedpipe run again after the peers and "
+                         "store the mean of the two (this host's memory speed drifts)")
     args = ap.parse_args(argv)
     if args.phase == "render":
         render(load_results())
@@ -564,8 +590,13 @@ def main(argv: list[str] | None = None) -> int:
                     lambda: run_mllib(spark, corpus, run, n_words, m_parts, epochs),
                 )
             )
+        if args.bracket and args.phase == "speed":
+            # Each embedpipe configuration once before and once after the peers: a drift
+            # of the host's speed during the run then falls on both sides of the ratio.
+            jobs += [(key, job) for key, job in jobs if key.startswith("embedpipe|")]
+        first: dict[str, dict[str, Any]] = {}
         for key, job in jobs:
-            if key in done and not args.redo:
+            if key in done and not args.redo and key not in first:
                 print(f"{key}: stored, skipped (--redo re-measures)")
                 continue
             if not warmed and key.split("|")[0] in ("embedpipe", "mllib"):
@@ -578,6 +609,10 @@ def main(argv: list[str] | None = None) -> int:
             # The machine is shared: the load average says how disturbed a run was (the CPU
             # seconds of the training call, stored by each runner, what it cost regardless).
             res["load"] = usage.load
+            if key in first:
+                res = bracketed(first[key], res)
+            elif args.bracket and args.phase == "speed" and key.startswith("embedpipe|"):
+                first[key] = res
             store(key, res, results_path)
             print(f"{key}: {json.dumps({k: v for k, v in res.items() if k != 'losses'})}",
                   flush=True)  # fmt: skip
