@@ -20,7 +20,9 @@ slice ``r`` with :func:`embedpipe.kernels.sgns.train_partition` (seed
 touched with their update counts (:func:`~embedpipe.kernels.sgns.row_update`). The
 results come back with one ``collect`` when all S fit in :data:`COLLECT_BYTES`, else
 they are persisted and streamed in partition order (``toLocalIterator``: one
-partition's rows in driver memory at a time), and are folded by
+partition's rows in driver memory at a time); with a local master each task writes its
+rows to a file in Spark's scratch directory and returns only the path
+(:func:`local_exchange_root`). They are folded by
 :func:`~embedpipe.kernels.sgns.merge`: the mean of the S partition models (a partition
 holds the broadcast value in the rows it did not touch).
 
@@ -66,12 +68,18 @@ at most ``S·(2·V + U)·(4·dim + 12)``; memory per task see :func:`task_memory
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import json
 import math
+import os
+import pickle
 import re
+import shutil
+import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -433,6 +441,7 @@ class RoundSettings:
     dim: int
     subwords: bool = False
     share_negatives: bool = False
+    exchange_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -483,10 +492,50 @@ def train_task(
         else:
             st = sgns.train_partition(ids, offsets, syn0, syn1, keep, cdf, **kw)
         update = sgns.row_update(syn0, syn1, st)
-        yield p, update, TaskStats(
+        yield p, ship_update(update, s.exchange_dir, p), TaskStats(
             p, st.raw_words, st.trained_words, st.examples, st.loss_sum, st.loss_terms,
             time.perf_counter() - t0,
         )  # fmt: skip
+
+
+def local_exchange_root(sc: Any) -> str | None:
+    """Where a round's results go as files instead of through ``collect``, or None.
+
+    Only with a local master (``local[...]``, ``local-cluster[...]``): the driver and
+    every task then share one filesystem. A task pickles its rows into Spark's scratch
+    directory (``spark.local.dir``, else the system temp directory) and returns the path;
+    the driver reads and deletes the file. Spark's own way back (Python worker -> JVM ->
+    block manager -> driver JVM -> driver Python) copies the ~100 MiB a round returns at
+    V = 64k several times: 0.6 s a round on en-open, 11% of an S = 2 run, against
+    ~0.1 s through the page cache. On a cluster the rows still go through Spark.
+    """
+    if not str(sc.master).startswith("local"):
+        return None
+    configured = sc.getConf().get("spark.local.dir", None)
+    return configured.split(",")[0] if configured else tempfile.gettempdir()
+
+
+def ship_update(update: sgns.RowUpdate, exchange_dir: str | None, part: int) -> Any:
+    """What a task returns for its rows: the update itself, or (local master) the path of
+    a file in ``exchange_dir`` holding it, see :func:`local_exchange_root`."""
+    if exchange_dir is None:
+        return update
+    # A fresh name per attempt: a retried or speculative task never overwrites the file
+    # of an attempt whose result the driver may already hold.
+    path = os.path.join(exchange_dir, f"part-{part:05d}-{uuid.uuid4().hex}.pkl")
+    with open(path, "wb") as fh:
+        pickle.dump(update, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    return path
+
+
+def receive_update(shipped: Any) -> sgns.RowUpdate:
+    """The driver's side of :func:`ship_update`: read (and delete) a shipped file."""
+    if not isinstance(shipped, str):
+        return shipped
+    with open(shipped, "rb") as fh:
+        update = pickle.load(fh)
+    os.remove(shipped)
+    return update
 
 
 def update_bytes(u: sgns.RowUpdate) -> int:
@@ -620,13 +669,18 @@ def _train_round(
     When all S results fit in :data:`COLLECT_BYTES` (at most ``S · 2 · V · row_bytes``)
     they come back with one ``collect``; otherwise they are persisted and streamed one
     partition at a time (``toLocalIterator``, S more jobs), so that the driver never
-    holds more than one partition's rows. Returns the merged matrices, the tasks'
+    holds more than one partition's rows. With a local master the rows themselves travel
+    as files (:func:`local_exchange_root`), created in a directory of this round that is
+    removed when the round ends, whatever happens. Returns the merged matrices, the tasks'
     stats, the bytes returned, the Procrustes rotation deviations (empty for the
     average merge) and the wall time of the training job (all partitions, queued ones
     included when S exceeds the cores; with ``collect`` also the transfer).
     """
     from pyspark import StorageLevel
 
+    root = local_exchange_root(sc)
+    exchange = tempfile.mkdtemp(prefix="embedpipe-word2vec-", dir=root) if root else None
+    s = dataclasses.replace(s, exchange_dir=exchange)
     bc = sc.broadcast((syn0, syn1))
     results = None
     try:
@@ -648,9 +702,10 @@ def _train_round(
         deviations: list[float] = []
 
         def updates() -> Iterator[sgns.RowUpdate]:
-            for p, u, st in fetched:
+            for p, shipped, st in fetched:
                 if p != len(stats):
                     raise InputError(f"word2vec results arrived out of order (partition {p})")
+                u = receive_update(shipped)
                 stats.append(st)
                 returned[0] += update_bytes(u)
                 yield u
@@ -663,6 +718,8 @@ def _train_round(
         if results is not None:
             results.unpersist()
         bc.destroy()
+        if exchange is not None:
+            shutil.rmtree(exchange, ignore_errors=True)
     return new0, new1, stats, returned[0], deviations, train_wall
 
 

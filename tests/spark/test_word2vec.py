@@ -272,6 +272,39 @@ def test_partitions_are_deterministic_per_seed(spark, sample_run, tmp_path):
     assert model["losses"][1] < model["losses"][0]
 
 
+
+def test_rows_travel_as_files_locally_and_through_collect_alike(spark, sample_run, tmp_path,
+                                                                 monkeypatch):
+    """With a local master the rows come back as files, through Spark's collect otherwise
+    (a cluster): the same vectors bit for bit, and no exchange file is left behind."""
+    from types import SimpleNamespace
+
+    assert word2vec.local_exchange_root(spark.sparkContext) is not None
+    assert word2vec.local_exchange_root(SimpleNamespace(master="yarn")) is None
+    src, base = sample_run
+    over = ("word2vec.partitions=2", "word2vec.rounds_per_epoch=2")
+    shipped_kinds: list[type] = []
+    receive = word2vec.receive_update
+
+    def spy(shipped):
+        shipped_kinds.append(type(shipped))
+        return receive(shipped)
+
+    monkeypatch.setattr(word2vec, "receive_update", spy)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(word2vec, "local_exchange_root", lambda _sc: str(scratch))
+    by_file = fresh(src, tmp_path / "files")
+    word2vec.run(spark, cfg_of(base, *over), by_file)
+    assert shipped_kinds and set(shipped_kinds) == {str}
+    assert list(scratch.iterdir()) == []
+    shipped_kinds.clear()
+    monkeypatch.setattr(word2vec, "local_exchange_root", lambda _sc: None)
+    by_collect = fresh(src, tmp_path / "collect")
+    word2vec.run(spark, cfg_of(base, *over), by_collect)
+    assert shipped_kinds and str not in shipped_kinds
+    assert vectors_bytes(by_file) == vectors_bytes(by_collect)
+
 def _group_accuracy(run: RunDir, group: dict[str, int]) -> float:
     vec = Vectors.load(run.path("word2vec"))
     hits = [group[vec.most_similar(w, topn=1)[0][0]] == group[w] for w in group]
